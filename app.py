@@ -1,0 +1,324 @@
+"""The twoyes web app: the pages behind the links in the mails.
+
+`create_app()` reads the defaults, then the TWOYES_ environment, then the
+test configuration, checks them, and only then starts Flask-Mail (it copies
+its settings at that moment). Routes stay thin: read the request, call one
+domain function, show the result. GET and HEAD never change anything,
+because mail scanners open every link.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from pathlib import Path
+
+from flask import Flask, abort, current_app, g, redirect, render_template, request, url_for
+from flask_mail import Mail
+
+import db as database
+from errors import Conflict, NotFound, TwoyesError
+from events import log_event
+from forms import DecisionForm, FormStamp
+from mails import outcome_paragraphs, queue_welcome_back_mail
+from parties import describe_party, get_welcome_back_member
+from rounds import record_decision
+from rules import REASONS, Policy
+from times import from_db, utcnow, zone
+from tokens import find_decision_id, find_member_id
+
+mail = Mail()
+
+DEFAULTS = {
+    "BASE_URL": "http://127.0.0.1:5000",
+    "DECISION_DAYS": 7,
+    "REMINDER_DAYS": 2,
+    "IDLE_DAYS": 60,
+    "MIN_DECISION_SECONDS": 2,
+    "TIMEZONE": "Europe/Amsterdam",
+    "LANGUAGE": "en",
+    "MAIL_DEFAULT_SENDER": "twoyes <twoyes@localhost>",
+    "MAIL_SUPPRESS_SEND": False,  # Flask-Mail would otherwise drop mail in testing mode
+    "MAIL_TIMEOUT": 30,
+    "MAIL_CA_FILE": None,
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+}
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+class ConfigError(Exception):
+    """A setting that cannot work; the message names it and says what would."""
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    # The instance folder holds the database, the generated secret and the .eml files.
+    instance = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("TWOYES_INSTANCE_PATH")
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        instance_path=instance and os.path.abspath(instance),
+    )
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("TWOYES")
+    if test_config:
+        app.config.from_mapping(test_config)
+    load_settings(app)
+    mail.init_app(app)
+
+    app.teardown_appcontext(close_db)
+    app.jinja_env.filters["when"] = format_when
+    app.jinja_env.filters["day"] = format_day
+    app.jinja_env.globals["REASON_LABELS"] = REASON_LABELS
+    app.jinja_env.globals["outcome_paragraphs"] = outcome_paragraphs
+    app.after_request(security_headers)
+    app.register_error_handler(TwoyesError, show_error)
+    for status in (400, 404, 405, 413, 429, 500):
+        app.register_error_handler(status, show_http_error)
+    register_routes(app)
+    return app
+
+
+def load_settings(app: Flask) -> None:
+    """Check every setting once, so that a mistake is one sentence at start-up."""
+    config = app.config
+    config.setdefault("DATABASE", os.path.join(app.instance_path, "twoyes.db"))
+    try:
+        config["POLICY"] = Policy(
+            decision_days=_number(config, "DECISION_DAYS"),
+            reminder_days=_number(config, "REMINDER_DAYS"),
+            idle_days=_number(config, "IDLE_DAYS"),
+        )
+        _number(config, "MIN_DECISION_SECONDS")
+        _number(config, "MAIL_TIMEOUT")
+        config["ZONE"] = zone(str(config["TIMEZONE"]))
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    if config["LANGUAGE"] not in ("en", "nl"):
+        raise ConfigError(f"TWOYES_LANGUAGE is {config['LANGUAGE']!r}; use 'en' or 'nl'.")
+    if not str(config["BASE_URL"]).startswith(("http://", "https://")):
+        raise ConfigError("TWOYES_BASE_URL must start with http:// or https://.")
+    if config.get("MAIL_SERVER") and not isinstance(config.get("MAIL_PORT", 25), int):
+        raise ConfigError("TWOYES_MAIL_PORT must be a number, such as 587.")
+    for flag in ("MAIL_USE_TLS", "MAIL_USE_SSL"):
+        if not isinstance(config.get(flag, False), bool):
+            raise ConfigError(f"TWOYES_{flag} must be true or false (lowercase).")
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = instance_secret(Path(app.instance_path))
+
+
+def _number(config, name: str) -> float:
+    value = config[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"TWOYES_{name} must be a number of 0 or more, not {value!r}.")
+    return value
+
+
+def instance_secret(instance: Path) -> str:
+    """The generated SECRET_KEY, made once and readable only by its owner."""
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def get_db():
+    if "db" not in g:
+        g.db = database.connect(current_app.config["DATABASE"])
+    return g.db
+
+
+def close_db(exception: BaseException | None = None) -> None:
+    connection = g.pop("db", None)
+    if connection is not None:
+        connection.close()
+
+
+REASON_LABELS = {
+    "on_my_own": "I can go on by myself for now",
+    "not_useful": "This is not helping me enough",
+    "cannot_help": "My approach does not fit this question",
+    "values": "This work does not fit my values or interests",
+    "other": "Another reason",
+}
+
+
+def format_when(text: str | None) -> str:
+    """'Tuesday 9 December at 10:00', in the practice's time zone."""
+    if not text:
+        return ""
+    moment = from_db(text).astimezone(current_app.config["ZONE"])
+    return f"{moment:%A} {moment.day} {moment:%B} at {moment:%H:%M}"
+
+
+def format_day(text: str | None) -> str:
+    """'Tuesday 9 December', in the practice's time zone."""
+    if not text:
+        return ""
+    moment = from_db(text).astimezone(current_app.config["ZONE"])
+    return f"{moment:%A} {moment.day} {moment:%B}"
+
+
+def security_headers(response):
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    if request.path.startswith(("/d/", "/b/")):
+        # The token is in the path: never pass it on, never keep the page.
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def show_error(error: TwoyesError):
+    return render_template("error.html", status=error.status, message=str(error)), error.status
+
+
+def show_http_error(error):
+    status = getattr(error, "code", 500) or 500
+    messages = {
+        400: "Something in the form was not right. Please go back and try again.",
+        404: "This page does not exist, or this link does not open any more.",
+        405: "This page cannot be used that way.",
+        413: "That was more than this form takes. Please send a shorter note.",
+        429: "That was many requests in a short time. Please wait a minute and try again.",
+        500: "Something went wrong on our side. Nothing you sent was lost; please try again later.",
+    }
+    return (
+        render_template("error.html", status=status, message=messages.get(status, messages[500])),
+        status,
+    )
+
+
+def register_routes(app: Flask) -> None:
+    def stamp() -> FormStamp:
+        return FormStamp(app.config["SECRET_KEY"], app.config["MIN_DECISION_SECONDS"])
+
+    def decision_page(token: str, *, status: int = 200, preselect=None, form=None, notice=None):
+        db = get_db()
+        decision_id = find_decision_id(db, token, utcnow())
+        view = describe_party(db, decision_id)
+        page = render_template(
+            "decision.html",
+            token=token,
+            view=view,
+            reasons=REASONS[view["me"]["role"]],
+            preselect=preselect,
+            form=form,
+            notice=notice,
+            stamp=stamp().issue(decision_id),
+            status=status,
+        )
+        return page, status
+
+    @app.get("/d/<token>")
+    def decision(token: str):
+        return decision_page(token)
+
+    @app.get("/d/<token>/<any(continue, stop):choice>")
+    def decision_link(token: str, choice: str):
+        return decision_page(token, preselect=choice)
+
+    @app.post("/d/<token>")
+    def decide(token: str):
+        db = get_db()
+        now = utcnow()
+        decision_id = find_decision_id(db, token, now)
+        form = DecisionForm.read(request.form)
+        if not stamp().is_human(request.form, decision_id):
+            return decision_page(
+                token,
+                preselect=form.choice,
+                form=form,
+                notice="Please confirm your choice by pressing the button once more.",
+            )
+        if form.problems:
+            return decision_page(
+                token, status=400, preselect=form.choice, form=form, notice=" ".join(form.problems)
+            )
+        try:
+            record_decision(
+                db,
+                decision_id,
+                now,
+                choice=form.choice,
+                reason=form.reason,
+                usefulness=form.usefulness,
+                note=form.note,
+                via={
+                    "via": "web",
+                    "ip": request.remote_addr,
+                    "user_agent": request.user_agent.string[:300],
+                },
+            )
+        except Conflict as error:
+            return decision_page(token, status=409, notice=str(error))
+        except TwoyesError as error:
+            return decision_page(
+                token, status=error.status, preselect=form.choice, form=form, notice=str(error)
+            )
+        return redirect(url_for("decision", token=token), 303)
+
+    @app.get("/b/<token>")
+    def welcome_back(token: str):
+        db = get_db()
+        member = get_welcome_back_member(db, find_member_id(db, token, utcnow()))
+        return render_template(
+            "welcome_back.html",
+            member=member,
+            token=token,
+            asked=request.args.get("asked") == "1",
+            stamp=stamp().issue(member["member_id"]),
+        )
+
+    @app.post("/b/<token>")
+    def ask_welcome_back(token: str):
+        db = get_db()
+        now = utcnow()
+        member = get_welcome_back_member(db, find_member_id(db, token, now))
+        message = (request.form.get("message") or "").strip()
+        if len(message) > 2000:
+            abort(400)
+        if not stamp().is_human(request.form, member["member_id"]):
+            return render_template(
+                "welcome_back.html",
+                member=member,
+                token=token,
+                asked=False,
+                message=message,
+                notice="Please press the button once more to send your request.",
+                stamp=stamp().issue(member["member_id"]),
+            )
+        with database.transaction(db):
+            queue_welcome_back_mail(db, member, message, now)
+            log_event(
+                db,
+                "welcome_back_asked",
+                now,
+                engagement_id=member["engagement_id"],
+                member_id=member["member_id"],
+                ip=request.remote_addr,
+                user_agent=request.user_agent.string[:300],
+            )
+        return redirect(url_for("welcome_back", token=token, asked=1), 303)
+
+    @app.get("/healthz")
+    def healthz():
+        try:
+            get_db().conn.execute("SELECT count(*) FROM engagements").fetchone()
+        except sqlite3.Error:
+            return {"status": "unavailable", "database": "not answering"}, 503
+        return {"status": "ok", "database": "ok"}
+
+    @app.get("/")
+    def index():
+        return render_template("index.html")
+
+    # NotFound from the domain is the same 404 page as an unknown path.
+    app.register_error_handler(NotFound, show_error)

@@ -1,0 +1,108 @@
+"""The database connection's life: how it is opened, how writes are grouped, how it is made.
+
+Every connection runs in WAL mode with foreign keys on and a busy timeout, so
+the web app, cron's `tick` and a coach's command can share one SQLite file.
+Python's own implicit transactions are switched off (isolation_level=None):
+each write happens inside `transaction(db)`, which takes the write lock up
+front (BEGIN IMMEDIATE). A deferred transaction that reads and then writes
+fails at once with "database is locked" when another process committed in
+between, whatever the busy timeout; an immediate one waits its turn instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlite_utils
+
+SCHEMA = Path(__file__).with_name("schema.sql")
+BUSY_TIMEOUT_MS = 30_000
+
+# Upgrades from one schema version to the next, run in order by init_db.
+# schema.sql always describes the newest shape; an upgrade brings an older
+# database there (ALTER TABLE ..., or data moved between tables).
+UPGRADES: dict[int, list[str]] = {
+    1: [],  # version 1: schema.sql as first written
+}
+SCHEMA_VERSION = max(UPGRADES)
+
+
+def connect(path: str | Path) -> sqlite_utils.Database:
+    """Open the database file with the settings every twoyes connection needs."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(path),
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    # Deleted rows (tokens, wiped links) are overwritten, not left in free pages.
+    conn.execute("PRAGMA secure_delete = ON")
+    return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """Run the block as one immediate transaction: all of it lands, or none.
+
+    Nested use joins the outer transaction, so a domain function can be
+    called alone or as part of a larger unit of work.
+    """
+    if db.conn.in_transaction:
+        yield db
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    return db.conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def init_db(db: sqlite_utils.Database) -> tuple[int, int]:
+    """Create the tables, or upgrade an older database; safe to repeat.
+
+    Returns the schema version before and after.
+    """
+    before = schema_version(db)
+    if before > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"The database has schema version {before}, newer than this twoyes "
+            f"({SCHEMA_VERSION}); upgrade twoyes before using it."
+        )
+    with transaction(db):
+        # A new database gets schema.sql alone; an older one its upgrades first.
+        for version in range(before + 1, SCHEMA_VERSION + 1) if before else ():
+            for statement in UPGRADES[version]:
+                db.conn.execute(statement)
+        # executescript would commit our transaction; run statement by statement.
+        for statement in split_statements(SCHEMA.read_text()):
+            db.conn.execute(statement)
+        db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return before, SCHEMA_VERSION
+
+
+def split_statements(script: str) -> list[str]:
+    """Split an SQL script into complete statements (triggers hold inner semicolons)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        if not current and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements

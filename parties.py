@@ -1,0 +1,141 @@
+"""Parties: who decides in a round, and what each of them may see.
+
+A party is the coach or one member of the round's engagement. These queries
+give mails and pages the facts they need; what a client may see of the
+others is decided here, in one place.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+from errors import NotFound
+
+
+def parties_of_round(db: sqlite_utils.Database, round_id: int) -> list[dict]:
+    """Every party of a round with what a mail to them needs."""
+    return [
+        dict(row)
+        for row in db.conn.execute(
+            """
+            SELECT decisions.*, rounds.engagement_id, rounds.deadline_at, rounds.opened_at,
+                   sessions.starts_at AS session_at, engagements.title, engagements.kind,
+                   coaches.name AS coach_name, coaches.email AS coach_email,
+                   coaches.lang AS coach_lang,
+                   coalesce(clients.name, coaches.name) AS name,
+                   coalesce(clients.email, coaches.email) AS email,
+                   coalesce(clients.lang, coaches.lang) AS lang,
+                   members.id AS member_id, members.status AS member_status,
+                   (SELECT group_concat(named.name, ', ') FROM decisions AS others
+                      JOIN clients AS named ON named.id = others.client_id
+                     WHERE others.round_id = rounds.id) AS client_names,
+                   (SELECT count(*) FROM rounds AS earlier
+                     WHERE earlier.engagement_id = rounds.engagement_id
+                       AND earlier.id < rounds.id) AS earlier_rounds
+            FROM decisions
+            JOIN rounds ON rounds.id = decisions.round_id
+            JOIN sessions ON sessions.id = rounds.session_id
+            JOIN engagements ON engagements.id = rounds.engagement_id
+            JOIN coaches ON coaches.id = engagements.coach_id
+            LEFT JOIN clients ON clients.id = decisions.client_id
+            LEFT JOIN members ON members.engagement_id = rounds.engagement_id
+                             AND members.client_id = decisions.client_id
+            WHERE decisions.round_id = ?
+            ORDER BY decisions.role = 'client', decisions.id
+            """,
+            [round_id],
+        )
+    ]
+
+
+def parties_of_engagement(db: sqlite_utils.Database, engagement_id: int) -> list[dict]:
+    """The coach and each active member, shaped like a round's parties (for mails)."""
+    rows = db.conn.execute(
+        """
+        SELECT NULL AS id, engagements.id AS engagement_id, engagements.title, engagements.kind,
+               coaches.name AS coach_name, coaches.email AS coach_email,
+               coaches.lang AS coach_lang,
+               'coach' AS role, coaches.name AS name, coaches.email AS email,
+               coaches.lang AS lang, NULL AS member_id, NULL AS member_status,
+               (SELECT group_concat(named.name, ', ') FROM members AS others
+                  JOIN clients AS named ON named.id = others.client_id
+                 WHERE others.engagement_id = engagements.id
+                   AND others.status = 'active') AS client_names
+        FROM engagements JOIN coaches ON coaches.id = engagements.coach_id
+        WHERE engagements.id = :id
+        UNION ALL
+        SELECT NULL, engagements.id, engagements.title, engagements.kind,
+               coaches.name, coaches.email, coaches.lang,
+               'client', clients.name, clients.email, clients.lang, members.id, members.status,
+               NULL
+        FROM members
+        JOIN engagements ON engagements.id = members.engagement_id
+        JOIN coaches ON coaches.id = engagements.coach_id
+        JOIN clients ON clients.id = members.client_id
+        WHERE members.engagement_id = :id AND members.status = 'active'
+        """,
+        {"id": engagement_id},
+    )
+    return [dict(row) for row in rows]
+
+
+def describe_party(db: sqlite_utils.Database, decision_id: int) -> dict:
+    """What a party's decision page shows.
+
+    The coach sees every member's choice. A client sees their own decision
+    and only how many others have decided: never another member's name,
+    address, choice or note, and not the coach's choice before the round
+    closes (so that nobody answers to please the other).
+    """
+    parties = parties_of_round(
+        db,
+        db.conn.execute("SELECT round_id FROM decisions WHERE id = ?", [decision_id]).fetchone()[0],
+    )
+    me = next(party for party in parties if party["id"] == decision_id)
+    round_ = db.conn.execute(
+        "SELECT rounds.status, rounds.outcome, rounds.closed_at, engagements.end_reason,"
+        " engagements.status AS engagement_status"
+        " FROM rounds JOIN engagements ON engagements.id = rounds.engagement_id"
+        " WHERE rounds.id = ?",
+        [me["round_id"]],
+    ).fetchone()
+    others = [party for party in parties if party["id"] != decision_id]
+    view = {
+        "me": me,
+        "round": dict(round_),
+        "group": me["kind"] == "group",
+        "decided_count": sum(1 for party in parties if party["choice"]),
+        "party_count": len(parties),
+    }
+    if me["role"] == "coach":
+        view["others"] = [
+            {key: party[key] for key in ("name", "choice", "reason", "usefulness", "note")}
+            for party in others
+        ]
+    else:
+        coach = next(party for party in parties if party["role"] == "coach")
+        view["coach_decided"] = coach["choice"] is not None
+    return view
+
+
+def get_welcome_back_member(db: sqlite_utils.Database, member_id: int) -> dict:
+    """The client, coach and engagement behind a welcome-back link."""
+    row = db.conn.execute(
+        """
+        SELECT members.id AS member_id, members.engagement_id, engagements.title,
+               engagements.status AS engagement_status,
+               clients.name AS client_name, clients.email AS client_email,
+               clients.lang AS client_lang,
+               coaches.name AS coach_name, coaches.email AS coach_email,
+               coaches.lang AS coach_lang
+        FROM members
+        JOIN engagements ON engagements.id = members.engagement_id
+        JOIN clients ON clients.id = members.client_id
+        JOIN coaches ON coaches.id = engagements.coach_id
+        WHERE members.id = ?
+        """,
+        [member_id],
+    ).fetchone()
+    if row is None:
+        raise NotFound("This link does not open (any more).")
+    return dict(row)

@@ -1,0 +1,79 @@
+"""Coaches and clients: who they are, how they are reached, in which language.
+
+Addresses are checked for shape (not deliverability: a practice may run
+without DNS) and normalised by email-validator; they are unique per role.
+Names may not hold control characters, so nothing a coach types can become
+a second mail header.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import unicodedata
+from datetime import datetime
+
+import sqlite_utils
+from email_validator import EmailNotValidError, validate_email
+
+from db import transaction
+from errors import Conflict, Invalid, NotFound
+from events import log_event
+from times import to_db
+
+LANGUAGES = ("en", "nl")
+ROLES = {"coach": "coaches", "client": "clients"}
+
+
+def normalise_email(address: str) -> str:
+    """The address in its normal form, or Invalid with the validator's reason."""
+    try:
+        return validate_email(address.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise Invalid(f"{address!r} is not a valid e-mail address: {error}") from error
+
+
+def clean_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not name:
+        raise Invalid("A name cannot be empty.")
+    if len(name) > 200:
+        raise Invalid("A name can be at most 200 characters long.")
+    if any(unicodedata.category(char).startswith("C") for char in name):
+        raise Invalid("A name cannot contain control characters.")
+    return name
+
+
+def add_person(
+    db: sqlite_utils.Database, role: str, name: str, email: str, lang: str, now: datetime
+) -> int:
+    """Add a coach or a client; the address must be new for that role."""
+    table = ROLES[role]
+    name, email = clean_name(name), normalise_email(email)
+    if lang not in LANGUAGES:
+        raise Invalid(f"Language {lang!r} is not supported; choose one of {', '.join(LANGUAGES)}.")
+    with transaction(db):
+        try:
+            cursor = db.conn.execute(
+                f"INSERT INTO {table} (name, email, lang, created_at) VALUES (?, ?, ?, ?)",
+                [name, email, lang, to_db(now)],
+            )
+        except sqlite3.IntegrityError as error:
+            raise Conflict(f"There is already a {role} with the address {email}.") from error
+        log_event(db, f"{role}_added", now, **{f"{role}_id": cursor.lastrowid})
+    return cursor.lastrowid
+
+
+def get_person_by_email(db: sqlite_utils.Database, role: str, email: str) -> dict:
+    row = db.conn.execute(
+        f"SELECT * FROM {ROLES[role]} WHERE email = ?", [email.strip()]
+    ).fetchone()
+    if row is None:
+        row = db.conn.execute(
+            f"SELECT * FROM {ROLES[role]} WHERE email = ?", [normalise_email(email)]
+        ).fetchone()
+    if row is None:
+        raise NotFound(
+            f"There is no {role} with the address {email.strip()}; add one with "
+            f"`python cli.py {role} add NAME {email.strip()}`."
+        )
+    return dict(row)

@@ -1,0 +1,323 @@
+"""Rounds: opening one after a session, recording decisions, closing it once.
+
+Each function takes the database and `now`; none reads the clock. Every
+state change, its event and the mails it causes share one transaction.
+Sweeps (due rounds, reminders, overdue rounds) re-check each item under the
+write lock, so overlapping cron runs open, remind and close each thing once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+import sqlite_utils
+
+from db import transaction
+from engagements import end_engagement, get_engagement
+from errors import Conflict, Invalid
+from events import log_event
+from mails import queue_decision_mail, queue_outcome_mail
+from parties import parties_of_round
+from rules import Policy, Verdict, check_decision, judge_round
+from times import later, to_db
+
+SWEEP_BATCH = 200
+
+
+def open_round(db: sqlite_utils.Database, session_id: int, now: datetime, policy: Policy) -> int:
+    """R1: open the round after a held session; parties: the coach and every active member."""
+    with transaction(db):
+        session = db.conn.execute("SELECT * FROM sessions WHERE id = ?", [session_id]).fetchone()
+        engagement = get_engagement(db, session["engagement_id"])
+        require_open_for_sessions(db, engagement)
+        deadline_days = policy.decision_days
+        round_id = db.conn.execute(
+            "INSERT INTO rounds (session_id, engagement_id, opened_at, deadline_at, reminder_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [
+                session_id,
+                engagement["id"],
+                to_db(now),
+                later(now, days=deadline_days),
+                later(now, days=deadline_days - policy.reminder_days),
+            ],
+        ).lastrowid
+        db.conn.execute("INSERT INTO decisions (round_id, role) VALUES (?, 'coach')", [round_id])
+        db.conn.execute(
+            "INSERT INTO decisions (round_id, role, client_id) SELECT ?, 'client', client_id"
+            " FROM members WHERE engagement_id = ? AND status = 'active' ORDER BY id",
+            [round_id, engagement["id"]],
+        )
+        for party in parties_of_round(db, round_id):
+            queue_decision_mail(db, party, now)
+        log_event(db, "round_opened", now, engagement_id=engagement["id"], round_id=round_id)
+    return round_id
+
+
+def require_open_for_sessions(db: sqlite_utils.Database, engagement: dict) -> None:
+    """R7: no session on an ended engagement, nor while a round waits for decisions."""
+    if engagement["status"] == "ended":
+        raise Conflict(
+            f"Engagement {engagement['id']} has ended ({engagement['end_reason']}); "
+            f"reopen it first with `python cli.py engagement reopen {engagement['id']}`."
+        )
+    open_round_ = db.conn.execute(
+        "SELECT rounds.id, rounds.session_id FROM rounds"
+        " WHERE engagement_id = ? AND status = 'open'",
+        [engagement["id"]],
+    ).fetchone()
+    if open_round_:
+        raise Conflict(
+            f"Engagement {engagement['id']} already has an open round "
+            f"(round {open_round_['id']}, after session {open_round_['session_id']}); "
+            "decide it or run close-undecided first."
+        )
+
+
+def open_due_rounds(db: sqlite_utils.Database, now: datetime, policy: Policy) -> list[int]:
+    """R1: every planned session that has ended is held now and gets its round."""
+    due_sql = (
+        "SELECT sessions.id FROM sessions JOIN engagements"
+        " ON engagements.id = sessions.engagement_id"
+        " WHERE sessions.status = 'planned' AND sessions.ends_at <= ?"
+        " AND engagements.status = 'active'"
+        " AND NOT EXISTS (SELECT 1 FROM rounds WHERE rounds.engagement_id = engagements.id"
+        " AND rounds.status = 'open')"
+    )
+    opened = []
+    for (session_id,) in db.conn.execute(due_sql, [to_db(now)]).fetchall():
+        with transaction(db):
+            held = db.conn.execute(
+                "UPDATE sessions SET status = 'held', held_at = ? WHERE id = ?"
+                " AND status = 'planned'",
+                [to_db(now), session_id],
+            ).rowcount
+            if not held:
+                continue  # another run took it
+            opened.append(open_round(db, session_id, now, policy))
+    return opened
+
+
+def record_decision(
+    db: sqlite_utils.Database,
+    decision_id: int,
+    now: datetime,
+    *,
+    choice: str,
+    reason: str | None = None,
+    usefulness: int | None = None,
+    note: str | None = None,
+    via: dict | None = None,
+) -> dict:
+    """R2: a party decides. A continue may become a stop while the round is open; a stop is final.
+
+    Returns the decision as recorded and the round's verdict, if it closed.
+    """
+    note = (note or "").strip() or None
+    if choice == "continue":
+        reason = None  # a reason is asked only of whoever stops
+    with transaction(db):
+        party = db.conn.execute(
+            "SELECT decisions.*, rounds.status AS round_status, rounds.engagement_id,"
+            " members.status AS member_status, members.id AS member_id"
+            " FROM decisions JOIN rounds ON rounds.id = decisions.round_id"
+            " LEFT JOIN members ON members.engagement_id = rounds.engagement_id"
+            " AND members.client_id = decisions.client_id WHERE decisions.id = ?",
+            [decision_id],
+        ).fetchone()
+        problems = check_decision(party["role"], choice, reason, usefulness, note)
+        if problems:
+            raise Invalid(" ".join(problems))
+        if party["round_status"] == "closed":
+            raise Conflict("This round is closed already; your answer was not needed any more.")
+        if party["choice"] == "stop":
+            raise Conflict("You chose to stop in this round already; a stop is final.")
+        if party["member_status"] == "left":
+            raise Conflict("You are no longer part of this group.")
+        db.conn.execute(
+            "UPDATE decisions SET choice = ?, reason = ?, usefulness = ?, note = ?,"
+            " decided_at = ? WHERE id = ?",
+            [choice, reason, usefulness, note, to_db(now), decision_id],
+        )
+        log_event(
+            db,
+            "decision_recorded",
+            now,
+            engagement_id=party["engagement_id"],
+            round_id=party["round_id"],
+            decision_id=decision_id,
+            role=party["role"],
+            choice=choice,
+            changed_from=party["choice"],
+            **(via or {}),
+        )
+        engagement = get_engagement(db, party["engagement_id"])
+        if choice == "stop" and party["role"] == "client" and engagement["kind"] == "group":
+            leave_group(db, party["member_id"], party["engagement_id"], now)
+        verdict = settle_round(db, party["round_id"], now, deadline_passed=False)
+    return {"choice": choice, "verdict": verdict}
+
+
+def leave_group(db: sqlite_utils.Database, member_id: int, engagement_id: int, now: datetime):
+    """R5: a member who stops leaves the group; the others carry on."""
+    db.conn.execute(
+        "UPDATE members SET status = 'left', left_at = ? WHERE id = ? AND status = 'active'",
+        [to_db(now), member_id],
+    )
+    log_event(db, "member_left", now, engagement_id=engagement_id, member_id=member_id)
+
+
+def settle_round(
+    db: sqlite_utils.Database, round_id: int, now: datetime, *, deadline_passed: bool
+) -> Verdict | None:
+    """Ask the rules whether the round closes now, and close it if so."""
+    round_ = db.conn.execute(
+        "SELECT rounds.*, engagements.kind, engagements.min_members FROM rounds"
+        " JOIN engagements ON engagements.id = rounds.engagement_id WHERE rounds.id = ?",
+        [round_id],
+    ).fetchone()
+    if round_["status"] != "open":
+        return None
+    decisions = db.conn.execute(
+        "SELECT role, client_id, choice FROM decisions WHERE round_id = ?", [round_id]
+    ).fetchall()
+    coach_choice = next(d["choice"] for d in decisions if d["role"] == "coach")
+    member_choices = {d["client_id"]: d["choice"] for d in decisions if d["role"] == "client"}
+    verdict = judge_round(
+        round_["kind"], round_["min_members"], coach_choice, member_choices, deadline_passed
+    )
+    if verdict is not None:
+        close_round(db, dict(round_), verdict, now)
+    return verdict
+
+
+def close_round(db: sqlite_utils.Database, round_: dict, verdict: Verdict, now: datetime) -> None:
+    """Close the round once, carry out the verdict and mail every party its outcome (R8)."""
+    closed = db.conn.execute(
+        "UPDATE rounds SET status = 'closed', outcome = ?, closed_at = ?"
+        " WHERE id = ? AND status = 'open'",
+        [verdict.outcome, to_db(now), round_["id"]],
+    ).rowcount
+    if not closed:
+        return
+    engagement_id = round_["engagement_id"]
+    for client_id in verdict.leaving:
+        member_id = db.conn.execute(
+            "SELECT id FROM members WHERE engagement_id = ? AND client_id = ?",
+            [engagement_id, client_id],
+        ).fetchone()[0]
+        leave_group(db, member_id, engagement_id, now)
+    if verdict.outcome == "stop":
+        end_engagement(db, engagement_id, verdict.end_reason, now)
+    log_event(
+        db,
+        "round_closed",
+        now,
+        engagement_id=engagement_id,
+        round_id=round_["id"],
+        outcome=verdict.outcome,
+        end_reason=verdict.end_reason,
+    )
+    parties = parties_of_round(db, round_["id"])
+    summary = round_summary(parties)
+    for party in parties:
+        queue_outcome_mail(
+            db, party, now, outcome=verdict.outcome, end_reason=verdict.end_reason, summary=summary
+        )
+
+
+def round_summary(parties: list[dict]) -> dict:
+    """What an outcome mail may tell everyone: counts, and for the coach who chose what."""
+    clients = [party for party in parties if party["role"] == "client"]
+    counts = Counter(party["choice"] or "silent" for party in clients)
+    coach = next(party for party in parties if party["role"] == "coach")
+    return {
+        "coach_choice": coach["choice"],
+        "members_total": len(clients),
+        "members_continuing": counts["continue"],
+        "members_stopped": counts["stop"],
+        "members_silent": counts["silent"],
+        "client_choices": [
+            {
+                "name": party["name"],
+                "choice": party["choice"],
+                "reason": party["reason"],
+                "usefulness": party["usefulness"],
+                "note": party["note"],
+            }
+            for party in clients
+        ],
+    }
+
+
+def close_overdue_rounds(db: sqlite_utils.Database, now: datetime) -> list[dict]:
+    """R4: close every open round past its deadline; silence counts as stop."""
+    closed = []
+    while True:
+        ids = [
+            row[0]
+            for row in db.conn.execute(
+                "SELECT id FROM rounds WHERE status = 'open' AND deadline_at <= ?"
+                " ORDER BY deadline_at LIMIT ?",
+                [to_db(now), SWEEP_BATCH],
+            )
+        ]
+        if not ids:
+            return closed
+        with transaction(db):
+            for round_id in ids:
+                verdict = settle_round(db, round_id, now, deadline_passed=True)
+                if verdict is not None:
+                    engagement_id = db.conn.execute(
+                        "SELECT engagement_id FROM rounds WHERE id = ?", [round_id]
+                    ).fetchone()[0]
+                    closed.append(
+                        {
+                            "engagement_id": engagement_id,
+                            "round_id": round_id,
+                            "outcome": verdict.outcome,
+                            "end_reason": verdict.end_reason,
+                        }
+                    )
+
+
+def send_reminders(db: sqlite_utils.Database, now: datetime) -> int:
+    """R9: one reminder, with fresh links, to each party still undecided near the deadline."""
+    due_sql = (
+        "SELECT decisions.id, decisions.round_id FROM decisions"
+        " JOIN rounds ON rounds.id = decisions.round_id"
+        " LEFT JOIN members ON members.engagement_id = rounds.engagement_id"
+        " AND members.client_id = decisions.client_id"
+        " WHERE rounds.status = 'open' AND rounds.reminder_at <= :now"
+        " AND rounds.deadline_at > :now AND decisions.choice IS NULL"
+        " AND decisions.reminded_at IS NULL"
+        " AND (members.id IS NULL OR members.status = 'active')"
+    )
+    sent = 0
+    while True:
+        due = db.conn.execute(
+            due_sql + " LIMIT :limit", {"now": to_db(now), "limit": SWEEP_BATCH}
+        ).fetchall()
+        if not due:
+            return sent
+        with transaction(db):
+            for decision_id, round_id in due:
+                marked = db.conn.execute(
+                    "UPDATE decisions SET reminded_at = ? WHERE id = ? AND reminded_at IS NULL"
+                    " AND choice IS NULL",
+                    [to_db(now), decision_id],
+                ).rowcount
+                if not marked:
+                    continue
+                party = next(p for p in parties_of_round(db, round_id) if p["id"] == decision_id)
+                queue_decision_mail(db, party, now, kind="reminder")
+                log_event(
+                    db,
+                    "reminder_queued",
+                    now,
+                    engagement_id=party["engagement_id"],
+                    round_id=round_id,
+                    decision_id=decision_id,
+                )
+                sent += 1

@@ -1,0 +1,176 @@
+-- twoyes schema, version 1.
+--
+-- The one source of the schema: `python cli.py init` runs this file on every
+-- call (each statement is IF NOT EXISTS, so it is safe to repeat) and then
+-- applies the numbered upgrades in db.py up to PRAGMA user_version.
+--
+-- Every instant is UTC text in ISO 8601 with seconds and offset
+-- ("2026-11-27T09:00:00+00:00"), so text order is time order.
+
+CREATE TABLE IF NOT EXISTS coaches (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS clients (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS engagements (
+    id INTEGER PRIMARY KEY,
+    coach_id INTEGER NOT NULL REFERENCES coaches (id),
+    title TEXT,
+    kind TEXT NOT NULL CHECK (kind IN ('individual', 'group')),
+    min_members INTEGER NOT NULL DEFAULT 1 CHECK (min_members >= 1),
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'ended')),
+    end_reason TEXT CHECK (end_reason IN
+        ('client_stopped', 'coach_stopped', 'members_left', 'undecided', 'idle')),
+    started_at TEXT NOT NULL,
+    reopened_at TEXT,
+    ended_at TEXT,
+    -- An ended engagement has exactly one end reason; an active one none.
+    CHECK ((status = 'ended') = (end_reason IS NOT NULL AND ended_at IS NOT NULL))
+);
+
+CREATE TABLE IF NOT EXISTS members (
+    id INTEGER PRIMARY KEY,
+    engagement_id INTEGER NOT NULL REFERENCES engagements (id),
+    client_id INTEGER NOT NULL REFERENCES clients (id),
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'left')),
+    joined_at TEXT NOT NULL,
+    left_at TEXT,
+    UNIQUE (engagement_id, client_id)
+);
+
+-- A session is planned (start and length known, not yet held) or held.
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    engagement_id INTEGER NOT NULL REFERENCES engagements (id),
+    status TEXT NOT NULL CHECK (status IN ('planned', 'held')),
+    starts_at TEXT NOT NULL,
+    minutes INTEGER NOT NULL CHECK (minutes BETWEEN 1 AND 1440),
+    ends_at TEXT NOT NULL,
+    held_at TEXT,
+    created_at TEXT NOT NULL
+);
+
+-- R7: at most one planned session per engagement.
+CREATE UNIQUE INDEX IF NOT EXISTS sessions_one_planned
+    ON sessions (engagement_id) WHERE status = 'planned';
+CREATE INDEX IF NOT EXISTS sessions_planned_due
+    ON sessions (ends_at) WHERE status = 'planned';
+
+CREATE TABLE IF NOT EXISTS rounds (
+    id INTEGER PRIMARY KEY,
+    -- R7: one round per session.
+    session_id INTEGER NOT NULL UNIQUE REFERENCES sessions (id),
+    engagement_id INTEGER NOT NULL REFERENCES engagements (id),
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+    opened_at TEXT NOT NULL,
+    deadline_at TEXT NOT NULL,
+    reminder_at TEXT NOT NULL,
+    closed_at TEXT,
+    outcome TEXT CHECK (outcome IN ('continue', 'stop')),
+    -- A closed round has exactly one outcome; an open one none.
+    CHECK ((status = 'closed') = (outcome IS NOT NULL AND closed_at IS NOT NULL))
+);
+
+-- R7: an engagement has at most one open round.
+CREATE UNIQUE INDEX IF NOT EXISTS rounds_one_open
+    ON rounds (engagement_id) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS rounds_open_deadline
+    ON rounds (deadline_at) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS rounds_open_reminder
+    ON rounds (reminder_at) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS rounds_engagement ON rounds (engagement_id);
+
+-- One row per party of a round, written when the round opens, so a round
+-- has any number of parties: the coach (client_id NULL) and each member.
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    round_id INTEGER NOT NULL REFERENCES rounds (id),
+    role TEXT NOT NULL CHECK (role IN ('coach', 'client')),
+    client_id INTEGER REFERENCES clients (id),
+    choice TEXT CHECK (choice IN ('continue', 'stop')),
+    reason TEXT CHECK (reason IN ('on_my_own', 'not_useful', 'cannot_help', 'values', 'other')),
+    usefulness INTEGER CHECK (usefulness BETWEEN 0 AND 10),
+    note TEXT CHECK (length(note) <= 2000),
+    decided_at TEXT,
+    reminded_at TEXT,
+    CHECK ((role = 'coach') = (client_id IS NULL)),
+    CHECK ((choice IS NULL) = (decided_at IS NULL)),
+    UNIQUE (round_id, client_id)
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS decisions_one_coach
+    ON decisions (round_id) WHERE role = 'coach';
+
+-- Only the SHA-256 of a token is kept. A decision token acts for one party
+-- (decision) in one round; a welcome-back token for one client of one
+-- engagement (member).
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL CHECK (purpose IN ('decide', 'welcome_back')),
+    decision_id INTEGER REFERENCES decisions (id),
+    member_id INTEGER REFERENCES members (id),
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    CHECK ((purpose = 'decide') = (decision_id IS NOT NULL)),
+    CHECK ((purpose = 'welcome_back') = (member_id IS NOT NULL AND expires_at IS NOT NULL))
+) WITHOUT ROWID;
+
+-- Mail written by the system, waiting for delivery. `context` holds what the
+-- templates need, links included, until delivery; then the links are wiped.
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('decision', 'reminder', 'outcome', 'welcome_back')),
+    engagement_id INTEGER REFERENCES engagements (id),
+    to_name TEXT NOT NULL,
+    to_email TEXT NOT NULL,
+    reply_to_name TEXT,
+    reply_to_email TEXT,
+    lang TEXT NOT NULL DEFAULT 'en',
+    context TEXT NOT NULL DEFAULT '{}',
+    message_id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'sending', 'sent', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    claimed_at TEXT,
+    claim TEXT,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    sent_at TEXT
+);
+
+CREATE INDEX IF NOT EXISTS outbox_due
+    ON outbox (next_attempt_at) WHERE status IN ('queued', 'sending');
+
+-- The append-only log of every state change.
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    engagement_id INTEGER,
+    round_id INTEGER,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+
+CREATE INDEX IF NOT EXISTS events_engagement ON events (engagement_id);
+
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'the event log is append-only');
+END;
+
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'the event log is append-only');
+END;

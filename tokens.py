@@ -1,0 +1,95 @@
+"""Secret tokens in links: each acts for one party in one round, or one client's welcome back.
+
+Contract: a token is `secrets.token_urlsafe(32)` (256 random bits, 43
+characters), reveals no ids, and only its SHA-256 is stored. A decision token
+decides while its round is open and still opens (read-only) for
+DECISION_VIEW_DAYS after the round closed; a welcome-back token opens for
+WELCOME_BACK_DAYS after it was made. Anything else is "not found", whatever
+the reason, so a guess learns nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import datetime, timedelta
+
+import sqlite_utils
+
+from errors import NotFound
+from times import from_db, later, to_db
+
+DECISION_VIEW_DAYS = 30
+WELCOME_BACK_DAYS = 365
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode("ascii")).hexdigest()
+
+
+def _new(db: sqlite_utils.Database, now: datetime, purpose: str, **ids: int | str | None) -> str:
+    raw = secrets.token_urlsafe(32)
+    db.conn.execute(
+        "INSERT INTO tokens (hash, purpose, decision_id, member_id, created_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            hash_token(raw),
+            purpose,
+            ids.get("decision_id"),
+            ids.get("member_id"),
+            to_db(now),
+            ids.get("expires_at"),
+        ],
+    )
+    return raw
+
+
+def new_decision_token(db: sqlite_utils.Database, decision_id: int, now: datetime) -> str:
+    return _new(db, now, "decide", decision_id=decision_id)
+
+
+def new_welcome_back_token(db: sqlite_utils.Database, member_id: int, now: datetime) -> str:
+    return _new(
+        db, now, "welcome_back", member_id=member_id, expires_at=later(now, days=WELCOME_BACK_DAYS)
+    )
+
+
+def find_decision_id(db: sqlite_utils.Database, raw: str, now: datetime) -> int:
+    """The decision a token acts for; NotFound when unknown, malformed or expired."""
+    row = _lookup(db, raw, "decide")
+    round_ = db.conn.execute(
+        "SELECT rounds.status, rounds.closed_at FROM decisions"
+        " JOIN rounds ON rounds.id = decisions.round_id WHERE decisions.id = ?",
+        [row["decision_id"]],
+    ).fetchone()
+    if (
+        round_["status"] == "closed"
+        and from_db(round_["closed_at"]) + timedelta(days=DECISION_VIEW_DAYS) <= now
+    ):
+        raise _not_found()
+    return row["decision_id"]
+
+
+def find_member_id(db: sqlite_utils.Database, raw: str, now: datetime) -> int:
+    """The member a welcome-back token belongs to; NotFound when unknown or expired."""
+    row = _lookup(db, raw, "welcome_back")
+    if from_db(row["expires_at"]) <= now:
+        raise _not_found()
+    return row["member_id"]
+
+
+def _lookup(db: sqlite_utils.Database, raw: str, purpose: str):
+    if not TOKEN_SHAPE.fullmatch(raw):
+        raise _not_found()
+    row = db.conn.execute(
+        "SELECT * FROM tokens WHERE hash = ? AND purpose = ?", [hash_token(raw), purpose]
+    ).fetchone()
+    if row is None:
+        raise _not_found()
+    return row
+
+
+def _not_found() -> NotFound:
+    return NotFound("This link does not open (any more). Please use the newest mail you got.")
