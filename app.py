@@ -9,6 +9,7 @@ because mail scanners open every link.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import sqlite3
@@ -113,7 +114,12 @@ def load_settings(app: Flask) -> None:
 
 def _number(config, name: str) -> float:
     value = config[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ValueError(f"TWOYES_{name} must be a number of 0 or more, not {value!r}.")
     return value
 
@@ -202,8 +208,8 @@ def register_routes(app: Flask) -> None:
 
     def decision_page(token: str, *, status: int = 200, preselect=None, form=None, notice=None):
         db = get_db()
-        decision_id = find_decision_id(db, token, utcnow())
-        view = describe_party(db, decision_id)
+        now = utcnow()
+        view = describe_party(db, find_decision_id(db, token, now), now)
         page = render_template(
             "decision.html",
             token=token,
@@ -212,7 +218,7 @@ def register_routes(app: Flask) -> None:
             preselect=preselect,
             form=form,
             notice=notice,
-            stamp=stamp().issue(decision_id),
+            stamp=stamp().issue(view["me"]["id"]),
             status=status,
         )
         return page, status

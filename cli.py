@@ -29,6 +29,7 @@ from engagements import (
     start_engagement,
 )
 from errors import NotFound, TwoyesError
+from members import add_member, remove_member
 from outbox import retry_mail
 from people import add_person
 from rounds import close_overdue_rounds, open_due_rounds, record_decision, send_reminders
@@ -268,6 +269,46 @@ def engagement_reopen(engagement_id):
         f"Engagement {engagement_id} is active again. Plan the next session with "
         f'python cli.py session add {engagement_id} --at "YYYY-MM-DD HH:MM"'
     )
+
+
+@engagement.command(name="add-member")
+@click.argument("engagement_id", type=int)
+@click.argument("email")
+@json_option
+@with_app
+def engagement_add_member(engagement_id, email, as_json):
+    """Add a client to a group; they decide from the next round on.
+
+    Example: python cli.py engagement add-member 4 dana@example.org
+    """
+    result = add_member(get_db(), engagement_id, email, utcnow())
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(
+            f"{result['email']} joined engagement {engagement_id}; "
+            "they decide from the next round on."
+        )
+
+
+@engagement.command(name="remove-member")
+@click.argument("engagement_id", type=int)
+@click.argument("email")
+@now_option
+@json_option
+@with_app
+def engagement_remove_member(engagement_id, email, now, as_json):
+    """Take a client out of a group now; their links in an open round stop working.
+
+    Example: python cli.py engagement remove-member 4 dana@example.org
+    """
+    result = remove_member(get_db(), engagement_id, email, the_time(now))
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"{result['email']} left engagement {engagement_id}.")
+    if result["round_closed"]:
+        click.echo(f"With that, everyone had decided: the round closed ({result['outcome']}).")
 
 
 @cli.group()

@@ -84,6 +84,9 @@ def queue_outcome_mail(
         "client_names": party.get("client_names") if party["role"] == "coach" else None,
         **summary,
     }
+    if party["role"] != "coach":
+        # A client's mail never carries other clients' names, choices or notes.
+        context.pop("client_choices", None)
     if member_leaves:
         context["welcome_back_token"] = new_welcome_back_token(db, party["member_id"], now)
     return queue_mail(
@@ -163,8 +166,14 @@ def outcome_paragraphs(context: dict) -> list[str]:
     title = f" ({context['title']})" if context.get("title") else ""
     if context["outcome"] == "continue":
         if context.get("you_left"):
+            first = (
+                "You chose to stop. Thank you for letting us know, and for taking part."
+                if context.get("my_choice") == "stop"
+                else "We did not hear from you by the deadline, so we take it that the last "
+                "session was your last one with this group. Thank you for taking part."
+            )
             return [
-                "You chose to stop. Thank you for letting us know, and for taking part.",
+                first,
                 "The group goes on without you. If you would like to join again later, "
                 "you are welcome back any time.",
             ]

@@ -7,9 +7,12 @@ others is decided here, in one place.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlite_utils
 
 from errors import NotFound
+from times import to_db
 
 
 def parties_of_round(db: sqlite_utils.Database, round_id: int) -> list[dict]:
@@ -79,7 +82,9 @@ def parties_of_engagement(db: sqlite_utils.Database, engagement_id: int) -> list
     return [dict(row) for row in rows]
 
 
-def describe_party(db: sqlite_utils.Database, decision_id: int) -> dict:
+def describe_party(
+    db: sqlite_utils.Database, decision_id: int, now: datetime | None = None
+) -> dict:
     """What a party's decision page shows.
 
     The coach sees every member's choice. A client sees their own decision
@@ -106,6 +111,8 @@ def describe_party(db: sqlite_utils.Database, decision_id: int) -> dict:
         "group": me["kind"] == "group",
         "decided_count": sum(1 for party in parties if party["choice"]),
         "party_count": len(parties),
+        # Past the deadline the round only waits for cron to close it: no more answers.
+        "deadline_passed": now is not None and to_db(now) >= me["deadline_at"],
     }
     if me["role"] == "coach":
         view["others"] = [

@@ -95,6 +95,10 @@ def open_due_rounds(db: sqlite_utils.Database, now: datetime, policy: Policy) ->
             ).rowcount
             if not held:
                 continue  # another run took it
+            engagement_id = db.conn.execute(
+                "SELECT engagement_id FROM sessions WHERE id = ?", [session_id]
+            ).fetchone()[0]
+            log_event(db, "session_held", now, engagement_id=engagement_id, session_id=session_id)
             opened.append(open_round(db, session_id, now, policy))
     return opened
 
@@ -120,6 +124,7 @@ def record_decision(
     with transaction(db):
         party = db.conn.execute(
             "SELECT decisions.*, rounds.status AS round_status, rounds.engagement_id,"
+            " rounds.deadline_at,"
             " members.status AS member_status, members.id AS member_id"
             " FROM decisions JOIN rounds ON rounds.id = decisions.round_id"
             " LEFT JOIN members ON members.engagement_id = rounds.engagement_id"
@@ -131,6 +136,12 @@ def record_decision(
             raise Invalid(" ".join(problems))
         if party["round_status"] == "closed":
             raise Conflict("This round is closed already; your answer was not needed any more.")
+        if to_db(now) >= party["deadline_at"]:
+            # R4: past the deadline silence has counted as stop, whenever cron comes by.
+            raise Conflict(
+                "The deadline for this round has passed, so it closes without a next session. "
+                "You are welcome back any time."
+            )
         if party["choice"] == "stop":
             raise Conflict("You chose to stop in this round already; a stop is final.")
         if party["member_status"] == "left":

@@ -7,6 +7,7 @@ decisions, asks `judge_round`, and carries out the verdict.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 CHOICES = ("continue", "stop")
@@ -26,6 +27,9 @@ class Policy:
     idle_days: float = 60
 
     def __post_init__(self) -> None:
+        limits = (self.decision_days, self.reminder_days, self.idle_days)
+        if not all(isinstance(n, (int, float)) and math.isfinite(n) for n in limits):
+            raise ValueError("DECISION_DAYS, REMINDER_DAYS and IDLE_DAYS must be finite numbers.")
         if self.decision_days <= 0 or self.idle_days <= 0 or self.reminder_days < 0:
             raise ValueError(
                 "DECISION_DAYS and IDLE_DAYS must be above 0, REMINDER_DAYS 0 or more."

@@ -1,9 +1,8 @@
 """The walk-through of the README, end to end over real SMTP: one round, both continue."""
 
-from conftest import T0, deliver, links_in, text_of, token_of
+from conftest import POLICY, T0, deliver, links_in, text_of, token_of
 
 from sessions import record_session_done
-from conftest import POLICY
 
 
 def test_both_continue_by_mail_links(app, db, client, engagement, smtp):
