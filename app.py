@@ -96,9 +96,12 @@ def load_settings(app: Flask) -> None:
         )
         _number(config, "MIN_DECISION_SECONDS")
         _number(config, "MAIL_TIMEOUT")
-        config["ZONE"] = zone(str(config["TIMEZONE"]))
     except ValueError as error:
         raise ConfigError(str(error)) from error
+    try:
+        config["ZONE"] = zone(str(config["TIMEZONE"]))
+    except ValueError as error:
+        raise ConfigError(f"TWOYES_TIMEZONE: {error}") from error
     if config["LANGUAGE"] not in ("en", "nl"):
         raise ConfigError(f"TWOYES_LANGUAGE is {config['LANGUAGE']!r}; use 'en' or 'nl'.")
     if not str(config["BASE_URL"]).startswith(("http://", "https://")):

@@ -120,12 +120,12 @@ def init():
 
     Example: python cli.py init
     """
-    before, after = init_db(get_db())
+    before, after, created = init_db(get_db())
     path = current_app.config["DATABASE"]
-    if before == after:
-        click.echo(f"The database at {path} is up to date (schema version {after}).")
-    elif before == 0:
+    if created:
         click.echo(f"Created the database at {path} (schema version {after}).")
+    elif before == after:
+        click.echo(f"The database at {path} is up to date (schema version {after}).")
     else:
         click.echo(f"Upgraded the database at {path} from version {before} to {after}.")
 
@@ -245,7 +245,8 @@ def engagement_show(engagement_id, as_json):
     for member in data["members"]:
         click.echo(f"  client: {member['name']} <{member['email']}> ({member['status']})")
     for session in data["sessions"]:
-        click.echo(f"  session {session['id']} at {session['at']} ({session['status']})")
+        state = "held" if session["round"] else "planned"
+        click.echo(f"  session {session['id']} at {session['at']} ({state})")
         if session["round"]:
             round_ = session["round"]
             click.echo(
@@ -491,7 +492,10 @@ def send(now, as_json):
 def tick(now, as_json):
     """Do what is due: open rounds, remind, close overdue rounds and idle engagements, deliver mail.
 
-    Safe every minute, and safe when two runs overlap. Example (crontab):
+    Safe every minute, and safe when two runs overlap.
+
+    \b
+    Example: a crontab line
     */10 * * * * cd /srv/twoyes && .venv/bin/python cli.py tick
     """
     db = get_db()

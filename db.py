@@ -72,12 +72,15 @@ def schema_version(db: sqlite_utils.Database) -> int:
     return db.conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def init_db(db: sqlite_utils.Database) -> tuple[int, int]:
+def init_db(db: sqlite_utils.Database) -> tuple[int, int, bool]:
     """Create the tables, or upgrade an older database; safe to repeat.
 
-    Returns the schema version before and after.
+    Returns the schema version before and after, and whether the database was new.
     """
     before = schema_version(db)
+    created = not db.conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    ).fetchone()
     if before > SCHEMA_VERSION:
         raise RuntimeError(
             f"The database has schema version {before}, newer than this twoyes "
@@ -85,14 +88,14 @@ def init_db(db: sqlite_utils.Database) -> tuple[int, int]:
         )
     with transaction(db):
         # A new database gets schema.sql alone; an older one its upgrades first.
-        for version in range(before + 1, SCHEMA_VERSION + 1) if before else ():
+        for version in range(before + 1, SCHEMA_VERSION + 1) if not created else ():
             for statement in UPGRADES[version]:
                 db.conn.execute(statement)
         # executescript would commit our transaction; run statement by statement.
         for statement in split_statements(SCHEMA.read_text()):
             db.conn.execute(statement)
         db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return before, SCHEMA_VERSION
+    return before, SCHEMA_VERSION, created
 
 
 def split_statements(script: str) -> list[str]:

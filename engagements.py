@@ -131,7 +131,6 @@ def describe_engagement(db: sqlite_utils.Database, engagement_id: int) -> dict:
             {
                 "id": session["id"],
                 "at": session["starts_at"],
-                "status": session["status"],
                 "round": round_,
             }
         )
@@ -141,7 +140,6 @@ def describe_engagement(db: sqlite_utils.Database, engagement_id: int) -> dict:
         "kind": engagement["kind"],
         "status": engagement["status"],
         "end_reason": engagement["end_reason"],
-        "min_members": engagement["min_members"],
         "coach": {"name": engagement["coach_name"], "email": engagement["coach_email"]},
         "members": [dict(member) for member in members],
         "sessions": sessions,
