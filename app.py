@@ -15,15 +15,15 @@ import secrets
 import sqlite3
 from pathlib import Path
 
-from flask import Flask, abort, current_app, g, redirect, render_template, request, url_for
+from flask import Flask, current_app, g, redirect, render_template, request, url_for
 from flask_mail import Mail
 
 import db as database
-from errors import Conflict, NotFound, TwoyesError
+from errors import NotFound, TwoyesError
 from events import log_event
-from forms import DecisionForm, FormStamp
+from forms import TEXT_MAX, DecisionForm, FormStamp, clean_text
 from mails import outcome_paragraphs, queue_welcome_back_mail
-from parties import describe_party, get_welcome_back_member
+from parties import describe_party, get_welcome_back_member, round_status_of
 from rounds import record_decision
 from rules import REASONS, Policy
 from times import from_db, utcnow, zone
@@ -50,6 +50,10 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
+
+
+ROUND_CLOSED = "This round is closed already, so nothing was changed. The outcome is below."
+ASK_AGAIN = "Please confirm your choice by pressing the button once more."
 
 
 class ConfigError(Exception):
@@ -210,6 +214,7 @@ def register_routes(app: Flask) -> None:
         return FormStamp(app.config["SECRET_KEY"], app.config["MIN_DECISION_SECONDS"])
 
     def decision_page(token: str, *, status: int = 200, preselect=None, form=None, notice=None):
+        """The party's page; `preselect` only for the Continue and Stop links of a mail."""
         db = get_db()
         now = utcnow()
         view = describe_party(db, find_decision_id(db, token, now), now)
@@ -239,18 +244,13 @@ def register_routes(app: Flask) -> None:
         db = get_db()
         now = utcnow()
         decision_id = find_decision_id(db, token, now)
+        if round_status_of(db, decision_id) == "closed":
+            return decision_page(token, status=409, notice=ROUND_CLOSED)
         form = DecisionForm.read(request.form)
         if not stamp().is_human(request.form, decision_id):
-            return decision_page(
-                token,
-                preselect=form.choice,
-                form=form,
-                notice="Please confirm your choice by pressing the button once more.",
-            )
+            return decision_page(token, form=form, notice=ASK_AGAIN)
         if form.problems:
-            return decision_page(
-                token, status=400, preselect=form.choice, form=form, notice=" ".join(form.problems)
-            )
+            return decision_page(token, status=400, form=form, notice=" ".join(form.problems))
         try:
             record_decision(
                 db,
@@ -266,44 +266,43 @@ def register_routes(app: Flask) -> None:
                     "user_agent": request.user_agent.string[:300],
                 },
             )
-        except Conflict as error:
-            return decision_page(token, status=409, notice=str(error))
         except TwoyesError as error:
-            return decision_page(
-                token, status=error.status, preselect=form.choice, form=form, notice=str(error)
-            )
+            return decision_page(token, status=error.status, form=form, notice=str(error))
         return redirect(url_for("decision", token=token), 303)
+
+    def welcome_back_page(token, member, *, status=200, notice=None, message="", asked=False):
+        page = render_template(
+            "welcome_back.html",
+            member=member,
+            token=token,
+            asked=asked,
+            message=message,
+            notice=notice,
+            status=status,
+            stamp=stamp().issue(member["member_id"]),
+        )
+        return page, status
 
     @app.get("/b/<token>")
     def welcome_back(token: str):
         db = get_db()
         member = get_welcome_back_member(db, find_member_id(db, token, utcnow()))
-        return render_template(
-            "welcome_back.html",
-            member=member,
-            token=token,
-            asked=request.args.get("asked") == "1",
-            stamp=stamp().issue(member["member_id"]),
-        )
+        return welcome_back_page(token, member, asked=request.args.get("asked") == "1")
 
     @app.post("/b/<token>")
     def ask_welcome_back(token: str):
         db = get_db()
         now = utcnow()
         member = get_welcome_back_member(db, find_member_id(db, token, now))
-        message = (request.form.get("message") or "").strip()
-        if len(message) > 2000:
-            abort(400)
-        if not stamp().is_human(request.form, member["member_id"]):
-            return render_template(
-                "welcome_back.html",
-                member=member,
-                token=token,
-                asked=False,
-                message=message,
-                notice="Please press the button once more to send your request.",
-                stamp=stamp().issue(member["member_id"]),
+        message = clean_text(request.form.get("message")) or ""
+        if len(message) > TEXT_MAX:
+            notice = (
+                f"A message can be at most {TEXT_MAX:,} characters; this one has {len(message):,}."
             )
+            return welcome_back_page(token, member, status=400, notice=notice, message=message)
+        if not stamp().is_human(request.form, member["member_id"]):
+            notice = "Please press the button once more to send your request."
+            return welcome_back_page(token, member, notice=notice, message=message)
         with database.transaction(db):
             queue_welcome_back_mail(db, member, message, now)
             log_event(

@@ -8,38 +8,51 @@ an empty honeypot field; otherwise the page simply asks again.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from itsdangerous import BadSignature, Signer
 from werkzeug.datastructures import MultiDict
 
 HONEYPOT = "website"
 STAMP = "served"
 STAMP_MAX_AGE = 30 * 24 * 3600
+TEXT_MAX = 2000
+
+
+def clean_text(value: str | None) -> str | None:
+    """A posted text with the browser's CR LF line breaks counted as one, trimmed; None if empty.
+
+    A textarea's maxlength counts a line break as one character, so the
+    server must too, or a note that fitted the box is refused.
+    """
+    text = (value or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+    return text or None
 
 
 class FormStamp:
-    """A signed 'this page was served at' value, bound to one decision."""
+    """A signed 'this page was served at' value (in milliseconds), bound to one decision."""
 
     def __init__(self, secret_key: str, min_seconds: float) -> None:
-        self.signer = TimestampSigner(secret_key, salt="twoyes-form-stamp")
+        self.signer = Signer(secret_key, salt="twoyes-form-stamp")
         self.min_seconds = min_seconds
 
     def issue(self, subject_id: int) -> str:
-        return self.signer.sign(str(subject_id)).decode("ascii")
+        return self.signer.sign(f"{subject_id}:{time.time_ns() // 1_000_000}").decode("ascii")
 
     def is_human(self, form: MultiDict, subject_id: int) -> bool:
         """True for a POST a person could have sent: signed, old enough, honeypot empty."""
         if form.get(HONEYPOT):
             return False
         try:
-            value, signed_at = self.signer.unsign(
-                form.get(STAMP, ""), max_age=STAMP_MAX_AGE, return_timestamp=True
-            )
-        except (BadSignature, SignatureExpired):
+            value = self.signer.unsign(form.get(STAMP, "")).decode("ascii")
+        except BadSignature:
             return False
-        age = self.signer.get_timestamp() - int(signed_at.timestamp())
-        return value.decode("ascii") == str(subject_id) and age >= self.min_seconds
+        stamped_id, _, served_ms = value.partition(":")
+        if stamped_id != str(subject_id) or not served_ms.isdigit():
+            return False
+        age = (time.time_ns() // 1_000_000 - int(served_ms)) / 1000
+        return self.min_seconds <= age <= STAMP_MAX_AGE
 
 
 @dataclass
@@ -58,7 +71,7 @@ class DecisionForm:
         form = cls(
             choice=data.get("choice") or None,
             reason=data.get("reason") or None,
-            note=(data.get("note") or "").strip() or None,
+            note=clean_text(data.get("note")),
         )
         raw = (data.get("usefulness") or "").strip()
         if raw:

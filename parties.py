@@ -90,7 +90,8 @@ def describe_party(
     The coach sees every member's choice. A client sees their own decision
     and only how many others have decided: never another member's name,
     address, choice or note, and not the coach's choice before the round
-    closes (so that nobody answers to please the other).
+    closes, not even whether the coach has decided: in an open round between
+    two that could only be a continue (so that nobody answers to please the other).
     """
     parties = parties_of_round(
         db,
@@ -119,9 +120,6 @@ def describe_party(
             {key: party[key] for key in ("name", "choice", "reason", "usefulness", "note")}
             for party in others
         ]
-    else:
-        coach = next(party for party in parties if party["role"] == "coach")
-        view["coach_decided"] = coach["choice"] is not None
     return view
 
 
@@ -146,3 +144,12 @@ def get_welcome_back_member(db: sqlite_utils.Database, member_id: int) -> dict:
     if row is None:
         raise NotFound("This link does not open (any more).")
     return dict(row)
+
+
+def round_status_of(db: sqlite_utils.Database, decision_id: int) -> str:
+    """'open' or 'closed': the state of the round a decision belongs to."""
+    return db.conn.execute(
+        "SELECT rounds.status FROM decisions JOIN rounds ON rounds.id = decisions.round_id"
+        " WHERE decisions.id = ?",
+        [decision_id],
+    ).fetchone()[0]

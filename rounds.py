@@ -131,9 +131,6 @@ def record_decision(
             " AND members.client_id = decisions.client_id WHERE decisions.id = ?",
             [decision_id],
         ).fetchone()
-        problems = check_decision(party["role"], choice, reason, usefulness, note)
-        if problems:
-            raise Invalid(" ".join(problems))
         if party["round_status"] == "closed":
             raise Conflict("This round is closed already; your answer was not needed any more.")
         if to_db(now) >= party["deadline_at"]:
@@ -146,6 +143,9 @@ def record_decision(
             raise Conflict("You chose to stop in this round already; a stop is final.")
         if party["member_status"] == "left":
             raise Conflict("You are no longer part of this group.")
+        problems = check_decision(party["role"], choice, reason, usefulness, note)
+        if problems:
+            raise Invalid(" ".join(problems))
         db.conn.execute(
             "UPDATE decisions SET choice = ?, reason = ?, usefulness = ?, note = ?,"
             " decided_at = ? WHERE id = ?",
