@@ -7,6 +7,7 @@ others is decided here, in one place.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import sqlite_utils
@@ -17,6 +18,11 @@ from times import to_db
 
 def parties_of_round(db: sqlite_utils.Database, round_id: int) -> list[dict]:
     """Every party of a round with what a mail to them needs."""
+    return parties_of_rounds(db, [round_id])
+
+
+def parties_of_rounds(db: sqlite_utils.Database, round_ids: list[int]) -> list[dict]:
+    """Every party of many rounds in one query (the deadline sweep closes hundreds at once)."""
     return [
         dict(row)
         for row in db.conn.execute(
@@ -43,10 +49,10 @@ def parties_of_round(db: sqlite_utils.Database, round_id: int) -> list[dict]:
             LEFT JOIN clients ON clients.id = decisions.client_id
             LEFT JOIN members ON members.engagement_id = rounds.engagement_id
                              AND members.client_id = decisions.client_id
-            WHERE decisions.round_id = ?
-            ORDER BY decisions.role = 'client', decisions.id
+            WHERE decisions.round_id IN (SELECT value FROM json_each(?))
+            ORDER BY decisions.round_id, decisions.role = 'client', decisions.id
             """,
-            [round_id],
+            [json.dumps(round_ids)],
         )
     ]
 

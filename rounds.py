@@ -8,6 +8,8 @@ write lock, so overlapping cron runs open, remind and close each thing once.
 
 from __future__ import annotations
 
+import itertools
+import json
 from collections import Counter
 from datetime import datetime
 
@@ -18,11 +20,11 @@ from engagements import end_engagement, get_engagement
 from errors import Conflict, Invalid
 from events import log_event
 from mails import queue_decision_mail, queue_outcome_mail
-from parties import parties_of_round
+from parties import parties_of_round, parties_of_rounds
 from rules import Policy, Verdict, check_decision, judge_round
 from times import later, to_db
 
-SWEEP_BATCH = 200
+SWEEP_BATCH = 500
 
 
 def open_round(db: sqlite_utils.Database, session_id: int, now: datetime, policy: Policy) -> int:
@@ -179,63 +181,97 @@ def leave_group(db: sqlite_utils.Database, member_id: int, engagement_id: int, n
     log_event(db, "member_left", now, engagement_id=engagement_id, member_id=member_id)
 
 
+ROUND_FACTS = (
+    "SELECT rounds.*, engagements.kind, engagements.min_members FROM rounds"
+    " JOIN engagements ON engagements.id = rounds.engagement_id"
+)
+
+
 def settle_round(
     db: sqlite_utils.Database, round_id: int, now: datetime, *, deadline_passed: bool
 ) -> Verdict | None:
     """Ask the rules whether the round closes now, and close it if so."""
-    round_ = db.conn.execute(
-        "SELECT rounds.*, engagements.kind, engagements.min_members FROM rounds"
-        " JOIN engagements ON engagements.id = rounds.engagement_id WHERE rounds.id = ?",
-        [round_id],
-    ).fetchone()
-    if round_["status"] != "open":
-        return None
-    decisions = db.conn.execute(
-        "SELECT role, client_id, choice FROM decisions WHERE round_id = ?", [round_id]
-    ).fetchall()
-    coach_choice = next(d["choice"] for d in decisions if d["role"] == "coach")
-    member_choices = {d["client_id"]: d["choice"] for d in decisions if d["role"] == "client"}
-    verdict = judge_round(
-        round_["kind"], round_["min_members"], coach_choice, member_choices, deadline_passed
-    )
-    if verdict is not None:
-        close_round(db, dict(round_), verdict, now)
-    return verdict
+    rounds = [
+        dict(row) for row in db.conn.execute(ROUND_FACTS + " WHERE rounds.id = ?", [round_id])
+    ]
+    return settle_rounds(db, rounds, now, deadline_passed=deadline_passed).get(round_id)
 
 
-def close_round(db: sqlite_utils.Database, round_: dict, verdict: Verdict, now: datetime) -> None:
-    """Close the round once, carry out the verdict and mail every party its outcome (R8)."""
-    closed = db.conn.execute(
+def settle_rounds(
+    db: sqlite_utils.Database, rounds: list[dict], now: datetime, *, deadline_passed: bool
+) -> dict[int, Verdict]:
+    """Judge many open rounds with one query for their decisions; close those with a verdict."""
+    rounds = [round_ for round_ in rounds if round_["status"] == "open"]
+    choices: dict[int, dict] = {round_["id"]: {"coach": None, "members": {}} for round_ in rounds}
+    for decision in db.conn.execute(
+        "SELECT round_id, role, client_id, choice FROM decisions"
+        " WHERE round_id IN (SELECT value FROM json_each(?))",
+        [json.dumps(list(choices))],
+    ):
+        if decision["role"] == "coach":
+            choices[decision["round_id"]]["coach"] = decision["choice"]
+        else:
+            choices[decision["round_id"]]["members"][decision["client_id"]] = decision["choice"]
+    verdicts = {}
+    for round_ in rounds:
+        mine = choices[round_["id"]]
+        verdict = judge_round(
+            round_["kind"], round_["min_members"], mine["coach"], mine["members"], deadline_passed
+        )
+        if verdict is not None:
+            verdicts[round_["id"]] = verdict
+    close_rounds(db, [r for r in rounds if r["id"] in verdicts], verdicts, now)
+    return verdicts
+
+
+def close_rounds(
+    db: sqlite_utils.Database, rounds: list[dict], verdicts: dict[int, Verdict], now: datetime
+) -> None:
+    """Close each round once, carry out its verdict and mail every party its outcome (R8).
+
+    The caller holds the write lock and has just seen these rounds open.
+    """
+    if not rounds:
+        return
+    at = to_db(now)
+    db.conn.executemany(
         "UPDATE rounds SET status = 'closed', outcome = ?, closed_at = ?"
         " WHERE id = ? AND status = 'open'",
-        [verdict.outcome, to_db(now), round_["id"]],
-    ).rowcount
-    if not closed:
-        return
-    engagement_id = round_["engagement_id"]
-    for client_id in verdict.leaving:
-        member_id = db.conn.execute(
-            "SELECT id FROM members WHERE engagement_id = ? AND client_id = ?",
-            [engagement_id, client_id],
-        ).fetchone()[0]
-        leave_group(db, member_id, engagement_id, now)
-    if verdict.outcome == "stop":
-        end_engagement(db, engagement_id, verdict.end_reason, now)
-    log_event(
-        db,
-        "round_closed",
-        now,
-        engagement_id=engagement_id,
-        round_id=round_["id"],
-        outcome=verdict.outcome,
-        end_reason=verdict.end_reason,
+        [(verdicts[round_["id"]].outcome, at, round_["id"]) for round_ in rounds],
     )
-    parties = parties_of_round(db, round_["id"])
-    summary = round_summary(parties)
-    for party in parties:
-        queue_outcome_mail(
-            db, party, now, outcome=verdict.outcome, end_reason=verdict.end_reason, summary=summary
+    for round_ in rounds:
+        verdict, engagement_id = verdicts[round_["id"]], round_["engagement_id"]
+        for client_id in verdict.leaving:
+            member_id = db.conn.execute(
+                "SELECT id FROM members WHERE engagement_id = ? AND client_id = ?",
+                [engagement_id, client_id],
+            ).fetchone()[0]
+            leave_group(db, member_id, engagement_id, now)
+        if verdict.outcome == "stop":
+            end_engagement(db, engagement_id, verdict.end_reason, now)
+        log_event(
+            db,
+            "round_closed",
+            now,
+            engagement_id=engagement_id,
+            round_id=round_["id"],
+            outcome=verdict.outcome,
+            end_reason=verdict.end_reason,
         )
+    parties = parties_of_rounds(db, [round_["id"] for round_ in rounds])
+    for round_id, group in itertools.groupby(parties, key=lambda party: party["round_id"]):
+        group = list(group)
+        summary = round_summary(group)
+        verdict = verdicts[round_id]
+        for party in group:
+            queue_outcome_mail(
+                db,
+                party,
+                now,
+                outcome=verdict.outcome,
+                end_reason=verdict.end_reason,
+                summary=summary,
+            )
 
 
 def round_summary(parties: list[dict]) -> dict:
@@ -263,34 +299,35 @@ def round_summary(parties: list[dict]) -> dict:
 
 
 def close_overdue_rounds(db: sqlite_utils.Database, now: datetime) -> list[dict]:
-    """R4: close every open round past its deadline; silence counts as stop."""
+    """R4: close every open round past its deadline; silence counts as stop.
+
+    Works in batches of SWEEP_BATCH rounds, each one short immediate
+    transaction, so a large sweep neither holds the lock long nor loses
+    its work when interrupted.
+    """
     closed = []
     while True:
-        ids = [
-            row[0]
-            for row in db.conn.execute(
-                "SELECT id FROM rounds WHERE status = 'open' AND deadline_at <= ?"
-                " ORDER BY deadline_at LIMIT ?",
-                [to_db(now), SWEEP_BATCH],
-            )
-        ]
-        if not ids:
-            return closed
         with transaction(db):
-            for round_id in ids:
-                verdict = settle_round(db, round_id, now, deadline_passed=True)
-                if verdict is not None:
-                    engagement_id = db.conn.execute(
-                        "SELECT engagement_id FROM rounds WHERE id = ?", [round_id]
-                    ).fetchone()[0]
-                    closed.append(
-                        {
-                            "engagement_id": engagement_id,
-                            "round_id": round_id,
-                            "outcome": verdict.outcome,
-                            "end_reason": verdict.end_reason,
-                        }
-                    )
+            rounds = [
+                dict(row)
+                for row in db.conn.execute(
+                    ROUND_FACTS + " WHERE rounds.status = 'open' AND rounds.deadline_at <= ?"
+                    " ORDER BY rounds.deadline_at LIMIT ?",
+                    [to_db(now), SWEEP_BATCH],
+                )
+            ]
+            verdicts = settle_rounds(db, rounds, now, deadline_passed=True)
+        if not rounds:
+            return closed
+        closed += [
+            {
+                "engagement_id": round_["engagement_id"],
+                "round_id": round_["id"],
+                "outcome": verdicts[round_["id"]].outcome,
+                "end_reason": verdicts[round_["id"]].end_reason,
+            }
+            for round_ in rounds
+        ]
 
 
 def send_reminders(db: sqlite_utils.Database, now: datetime) -> int:
