@@ -275,14 +275,15 @@ def engagement_reopen(engagement_id):
 @engagement.command(name="add-member")
 @click.argument("engagement_id", type=int)
 @click.argument("email")
+@now_option
 @json_option
 @with_app
-def engagement_add_member(engagement_id, email, as_json):
+def engagement_add_member(engagement_id, email, now, as_json):
     """Add a client to a group; they decide from the next round on.
 
     Example: python cli.py engagement add-member 4 dana@example.org
     """
-    result = add_member(get_db(), engagement_id, email, utcnow())
+    result = add_member(get_db(), engagement_id, email, the_time(now))
     if as_json:
         print_json(result)
     else:
@@ -308,8 +309,10 @@ def engagement_remove_member(engagement_id, email, now, as_json):
         print_json(result)
         return
     click.echo(f"{result['email']} left engagement {engagement_id}.")
-    if result["round_closed"]:
-        click.echo(f"With that, everyone had decided: the round closed ({result['outcome']}).")
+    if result["round_closed"] and result["outcome"] == "continue":
+        click.echo("With that, the round closed and the group goes on.")
+    elif result["round_closed"]:
+        click.echo(f"With that, the round closed and the group ended ({result['end_reason']}).")
 
 
 @cli.group()

@@ -127,7 +127,7 @@ def queue_welcome_back_mail(
 
 def subject_for(kind: str, context: dict) -> str:
     if kind == "outcome":
-        kind = f"outcome_{context['outcome']}"
+        kind = "outcome_stop" if context.get("you_left") else f"outcome_{context['outcome']}"
     return SUBJECTS[kind].format(**context)
 
 

@@ -81,6 +81,12 @@ def remove_member(
                 "SELECT id FROM decisions WHERE round_id = ? AND client_id = ?",
                 [open_round["id"], client["id"]],
             ).fetchone()
+            # Mail not yet handed to SMTP would only carry links that no longer open.
+            db.conn.execute(
+                "DELETE FROM outbox WHERE engagement_id = ? AND to_email = ? AND status = 'queued'"
+                " AND kind IN ('decision', 'reminder')",
+                [engagement_id, client["email"]],
+            )
             if decision:
                 db.conn.execute("DELETE FROM tokens WHERE decision_id = ?", [decision["id"]])
                 db.conn.execute("DELETE FROM decisions WHERE id = ?", [decision["id"]])
@@ -91,6 +97,7 @@ def remove_member(
         "email": client["email"],
         "round_closed": verdict is not None,
         "outcome": verdict.outcome if verdict else None,
+        "end_reason": verdict.end_reason if verdict else None,
     }
 
 

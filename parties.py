@@ -116,8 +116,9 @@ def describe_party(
         "me": me,
         "round": dict(round_),
         "group": me["kind"] == "group",
-        "decided_count": sum(1 for party in parties if party["choice"]),
-        "party_count": len(parties),
+        # Members only: counting the coach would tell the last member the coach's choice.
+        "members_decided": sum(1 for p in parties if p["role"] == "client" and p["choice"]),
+        "members_total": sum(1 for p in parties if p["role"] == "client"),
         # Past the deadline the round only waits for cron to close it: no more answers.
         "deadline_passed": now is not None and to_db(now) >= me["deadline_at"],
     }
