@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from email.utils import parseaddr
+from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import flask_mail
 import sqlite_utils
 from flask import current_app, render_template
+from jinja2 import TemplateError
 
 from mails import subject_for
 from outbox import claim_due_mail, count_waiting, mark_failed_attempt, mark_sent
@@ -57,6 +62,35 @@ class Connection(flask_mail.Connection):
         return host
 
 
+class Message(flask_mail.Message):
+    """Flask-Mail's message, put together with the modern email API.
+
+    Flask-Mail 0.10 pre-encodes names and lets the legacy policy fold them
+    again, which puts a space inside a long accented name; the modern
+    policy folds correctly, refuses CR/LF in any header, and writes the
+    bodies as quoted-printable so no line is too long for SMTP.
+    """
+
+    def _message(self) -> EmailMessage:
+        message = EmailMessage(policy=policy.SMTP)
+        message["Subject"] = self.subject
+        message["From"] = as_address(self.sender)
+        message["To"] = [as_address(recipient) for recipient in self.recipients]
+        if self.reply_to:
+            message["Reply-To"] = as_address(self.reply_to)
+        message["Date"] = format_datetime(datetime.fromtimestamp(self.date, UTC))
+        message["Message-ID"] = self.msgId
+        message.set_content(self.body, cte="quoted-printable")
+        message.add_alternative(self.html, subtype="html", cte="quoted-printable")
+        return message
+
+
+def as_address(value: str | tuple[str, str]) -> Address | str:
+    if isinstance(value, tuple):
+        return Address(display_name=value[0], addr_spec=value[1])
+    return value
+
+
 def links_of(mail: dict) -> dict[str, str]:
     """The links a mail carries, built from its tokens and BASE_URL."""
     base = current_app.config["BASE_URL"].rstrip("/")
@@ -77,7 +111,7 @@ def build_message(mail: dict) -> flask_mail.Message:
     context = mail["context"]
     values = context | {"links": links_of(mail), "kind": mail["kind"], "facts": context}
     subject = subject_for(mail["kind"], context)
-    message = flask_mail.Message(
+    message = Message(
         subject=subject,
         recipients=[(mail["to_name"], mail["to_email"])],
         body=render_template(f"mail/{mail['kind']}.txt", **values),
@@ -86,6 +120,7 @@ def build_message(mail: dict) -> flask_mail.Message:
         if mail["reply_to_email"]
         else None,
         charset="utf-8",
+        date=time.time(),
     )
     message.msgId = f"<{mail['message_id']}@{message_domain()}>"
     return message
@@ -117,7 +152,9 @@ def _deliver_to_files(db, now, report, echo) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     while batch := claim_due_mail(db, now):
         for mail in batch:
-            message = build_message(mail)
+            message = render(db, mail, now, report)
+            if message is None:
+                continue
             path = folder / f"{mail['id']:06d}-{mail['kind']}.eml"
             path.write_bytes(message.as_bytes())
             echo(f"Mail {mail['id']} to {mail['to_name']} <{mail['to_email']}>: {message.subject}")
@@ -140,8 +177,11 @@ def _deliver_over_smtp(db, now, report) -> None:
     try:
         while batch:
             for position, mail in enumerate(batch):
+                message = render(db, mail, now, report)
+                if message is None:
+                    continue
                 try:
-                    connection.send(build_message(mail))
+                    connection.send(message)
                 except smtplib.SMTPRecipientsRefused as error:
                     code, answer = next(iter(error.recipients.values()))
                     _failed(db, mail, now, report, f"{code} {answer!r}", permanent=code >= 500)
@@ -167,6 +207,18 @@ def _deliver_over_smtp(db, now, report) -> None:
             connection.__exit__(None, None, None)
         except (OSError, smtplib.SMTPException):
             pass  # the server hung up first; everything it accepted is marked sent already
+
+
+def render(db, mail, now, report) -> Message | None:
+    """The mail, or None (and the mail failed for good) when it cannot be written.
+
+    One broken mail must not hold up the others in every later run.
+    """
+    try:
+        return build_message(mail)
+    except (TemplateError, KeyError, ValueError, TypeError) as error:
+        _failed(db, mail, now, report, f"could not be written: {error!r}", permanent=True)
+        return None
 
 
 def _failed(db, mail, now, report, error: str, *, permanent: bool = False) -> None:

@@ -68,6 +68,13 @@ def claim_due_mail(db: sqlite_utils.Database, now: datetime, limit: int = BATCH)
     claim = secrets.token_hex(8)
     stale = to_db(now - timedelta(minutes=CLAIM_MINUTES))
     with transaction(db):
+        # A mail whose every run died while sending it will not be tried forever.
+        db.conn.execute(
+            "UPDATE outbox SET status = 'failed', claim = NULL,"
+            " last_error = 'gave up: every attempt stopped before the server answered'"
+            " WHERE status = 'sending' AND claimed_at <= ? AND attempts >= ?",
+            [stale, MAX_ATTEMPTS],
+        )
         ids = [
             row[0]
             for row in db.conn.execute(

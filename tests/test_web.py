@@ -381,7 +381,7 @@ def test_client_stop_closes_the_round_and_mails_the_outcome_with_welcome_back(
     (to_bob,) = smtp.to(BOB)
     assert "Going on by yourself is the best outcome" in text_of(to_anna)
     assert [urlsplit(link).path.split("/")[1] for link in links_in(to_anna)] == ["b"]
-    assert "Anna de Vries: stop, usefulness 9/10, i can go on by myself for now" in text_of(to_bob)
+    assert "Anna de Vries: stop, usefulness 9/10, I can go on by myself for now" in text_of(to_bob)
     assert links_in(to_bob) == []
 
 
@@ -925,7 +925,7 @@ def test_in_a_group_a_client_sees_nothing_of_the_other_members(app, db, client, 
         assert other_name not in page.text
         assert other_email not in page.text
         assert other_note not in page.text
-        assert "2 of 3 have decided." in text(page)
+        assert "2 of 2 members have decided." in text(page)
 
     coach = text(client.get(f"/d/{tokens[BOB]}"))
     assert "Carl Client: continue, usefulness 4/10" in coach
