@@ -3,18 +3,37 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint install install-dev clean
+.PHONY: run test lint install install-dev clean bench translations messages
 
-run: $(VENV)/.installed-run
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard translations/*/LC_MESSAGES/messages.po))
+
+run: $(VENV)/.installed-run translations
 	$(PY) cli.py init
 	$(PY) cli.py serve
 
-test: $(VENV)/.installed-dev lint
+test: $(VENV)/.installed-dev translations lint
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Timings of twoyes against bare baselines, as same-run ratios (bench/results.json); ~7 min.
+bench: $(VENV)/.installed-dev
+	$(PY) bench/run.py
+
+# The compiled catalogues are built here, never committed.
+translations: $(CATALOGS)
+
+translations/%/LC_MESSAGES/messages.mo: translations/%/LC_MESSAGES/messages.po $(VENV)/.installed-run
+	$(VENV)/bin/pybabel compile -i $< -o $@
+
+# For translators: gather every sentence of the code and templates, and add new ones to the .po.
+messages: $(VENV)/.installed-run
+	$(VENV)/bin/pybabel extract -F babel.cfg -k N_ --no-location --sort-output \
+		--ignore-dirs='.venv tests bench' -o translations/messages.pot .
+	$(VENV)/bin/pybabel update -i translations/messages.pot -d translations \
+		--no-fuzzy-matching --ignore-obsolete --width 100
 
 install: $(VENV)/.installed-run
 install-dev: $(VENV)/.installed-dev

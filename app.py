@@ -16,17 +16,19 @@ import sqlite3
 from pathlib import Path
 
 from flask import Flask, current_app, g, redirect, render_template, request, url_for
+from flask_babel import gettext
 from flask_mail import Mail
 
 import db as database
-from errors import NotFound, TwoyesError
+from errors import N_, NotFound, TwoyesError
 from events import log_event
 from forms import TEXT_MAX, DecisionForm, FormStamp, clean_text
-from mails import outcome_paragraphs, queue_welcome_back_mail
+from language import init_language, translate_error
+from mails import queue_welcome_back_mail
 from parties import describe_party, get_welcome_back_member, round_status_of
 from rounds import record_decision
 from rules import REASONS, Policy
-from times import from_db, utcnow, zone
+from times import utcnow, zone
 from tokens import find_decision_id, find_member_id
 
 mail = Mail()
@@ -52,8 +54,8 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-ROUND_CLOSED = "This round is closed already, so nothing was changed. The outcome is below."
-ASK_AGAIN = "Please confirm your choice by pressing the button once more."
+ROUND_CLOSED = N_("This round is closed already, so nothing was changed. The outcome is below.")
+ASK_AGAIN = N_("Please confirm your choice by pressing the button once more.")
 
 
 class ConfigError(Exception):
@@ -75,11 +77,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     load_settings(app)
     mail.init_app(app)
 
+    init_language(app)
+
     app.teardown_appcontext(close_db)
-    app.jinja_env.filters["when"] = format_when
-    app.jinja_env.filters["day"] = format_day
-    app.jinja_env.globals["REASON_LABELS"] = REASON_LABELS
-    app.jinja_env.globals["outcome_paragraphs"] = outcome_paragraphs
     app.after_request(security_headers)
     app.register_error_handler(TwoyesError, show_error)
     for status in (400, 404, 405, 413, 429, 500):
@@ -154,31 +154,6 @@ def close_db(exception: BaseException | None = None) -> None:
         connection.close()
 
 
-REASON_LABELS = {
-    "on_my_own": "I can go on by myself for now",
-    "not_useful": "This is not helping me enough",
-    "cannot_help": "My approach does not fit this question",
-    "values": "This work does not fit my values or interests",
-    "other": "Another reason",
-}
-
-
-def format_when(text: str | None) -> str:
-    """'Tuesday 9 December at 10:00', in the practice's time zone."""
-    if not text:
-        return ""
-    moment = from_db(text).astimezone(current_app.config["ZONE"])
-    return f"{moment:%A} {moment.day} {moment:%B} at {moment:%H:%M}"
-
-
-def format_day(text: str | None) -> str:
-    """'Tuesday 9 December', in the practice's time zone."""
-    if not text:
-        return ""
-    moment = from_db(text).astimezone(current_app.config["ZONE"])
-    return f"{moment:%A} {moment.day} {moment:%B}"
-
-
 def security_headers(response):
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
@@ -189,35 +164,45 @@ def security_headers(response):
     return response
 
 
+HTTP_ERRORS = {
+    400: N_("Something in the form was not right. Please go back and try again."),
+    404: N_("This page does not exist, or this link does not open any more."),
+    405: N_("This page cannot be used that way."),
+    413: N_("That was more than this form takes. Please send a shorter note."),
+    429: N_("That was many requests in a short time. Please wait a minute and try again."),
+    500: N_("Something went wrong on our side. Nothing you sent was lost; please try again later."),
+}
+
+
 def show_error(error: TwoyesError):
-    return render_template("error.html", status=error.status, message=str(error)), error.status
+    """A domain error as a page; a token that does not open reveals nothing, in any language."""
+    if isinstance(error, NotFound):
+        return show_http_error(error)
+    message = translate_error(error)
+    return render_template("error.html", status=error.status, message=message), error.status
 
 
 def show_http_error(error):
-    status = getattr(error, "code", 500) or 500
-    messages = {
-        400: "Something in the form was not right. Please go back and try again.",
-        404: "This page does not exist, or this link does not open any more.",
-        405: "This page cannot be used that way.",
-        413: "That was more than this form takes. Please send a shorter note.",
-        429: "That was many requests in a short time. Please wait a minute and try again.",
-        500: "Something went wrong on our side. Nothing you sent was lost; please try again later.",
-    }
-    return (
-        render_template("error.html", status=status, message=messages.get(status, messages[500])),
-        status,
-    )
+    status = getattr(error, "code", None) or getattr(error, "status", 500)
+    message = gettext(HTTP_ERRORS.get(status, HTTP_ERRORS[500]))
+    return render_template("error.html", status=status, message=message), status
 
 
 def register_routes(app: Flask) -> None:
     def stamp() -> FormStamp:
         return FormStamp(app.config["SECRET_KEY"], app.config["MIN_DECISION_SECONDS"])
 
-    def decision_page(token: str, *, status: int = 200, preselect=None, form=None, notice=None):
-        """The party's page; `preselect` only for the Continue and Stop links of a mail."""
+    def decision_page(token: str, *, status: int = 200, preselect=None, form=None, notice=()):
+        """The party's page, in their language.
+
+        `preselect` only for the Continue and Stop links of a mail; `notice`
+        holds sentences to show above the form (msgids, translated here).
+        """
         db = get_db()
         now = utcnow()
         view = describe_party(db, find_decision_id(db, token, now), now)
+        g.lang = view["me"]["lang"]
+        notice = " ".join(gettext(sentence) for sentence in notice)
         page = render_template(
             "decision.html",
             token=token,
@@ -245,12 +230,12 @@ def register_routes(app: Flask) -> None:
         now = utcnow()
         decision_id = find_decision_id(db, token, now)
         if round_status_of(db, decision_id) == "closed":
-            return decision_page(token, status=409, notice=ROUND_CLOSED)
+            return decision_page(token, status=409, notice=[ROUND_CLOSED])
         form = DecisionForm.read(request.form)
         if not stamp().is_human(request.form, decision_id):
-            return decision_page(token, form=form, notice=ASK_AGAIN)
+            return decision_page(token, form=form, notice=[ASK_AGAIN])
         if form.problems:
-            return decision_page(token, status=400, form=form, notice=" ".join(form.problems))
+            return decision_page(token, status=400, form=form, notice=form.problems)
         try:
             record_decision(
                 db,
@@ -267,10 +252,13 @@ def register_routes(app: Flask) -> None:
                 },
             )
         except TwoyesError as error:
-            return decision_page(token, status=error.status, form=form, notice=str(error))
+            return decision_page(token, status=error.status, form=form, notice=error.parts)
         return redirect(url_for("decision", token=token), 303)
 
     def welcome_back_page(token, member, *, status=200, notice=None, message="", asked=False):
+        g.lang = member["client_lang"]
+        if notice:
+            notice = gettext(notice[0], **notice[1])
         page = render_template(
             "welcome_back.html",
             member=member,
@@ -297,11 +285,12 @@ def register_routes(app: Flask) -> None:
         message = clean_text(request.form.get("message")) or ""
         if len(message) > TEXT_MAX:
             notice = (
-                f"A message can be at most {TEXT_MAX:,} characters; this one has {len(message):,}."
+                N_("A message can be at most %(most)s characters; this one has %(length)s."),
+                {"most": f"{TEXT_MAX:,}", "length": f"{len(message):,}"},
             )
             return welcome_back_page(token, member, status=400, notice=notice, message=message)
         if not stamp().is_human(request.form, member["member_id"]):
-            notice = "Please press the button once more to send your request."
+            notice = (N_("Please press the button once more to send your request."), {})
             return welcome_back_page(token, member, notice=notice, message=message)
         with database.transaction(db):
             queue_welcome_back_mail(db, member, message, now)

@@ -23,12 +23,14 @@ from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import css_inline
 import flask_mail
 import sqlite_utils
 from flask import current_app, render_template
+from flask_babel import force_locale
 from jinja2 import TemplateError
 
-from mails import subject_for
+from language import subject_for
 from outbox import claim_due_mail, count_waiting, mark_failed_attempt, mark_sent
 
 
@@ -108,6 +110,11 @@ def links_of(mail: dict) -> dict[str, str]:
 
 def build_message(mail: dict) -> flask_mail.Message:
     """The full mail, text and HTML, in the reader's language."""
+    with force_locale(mail["lang"]):
+        return _build_message(mail)
+
+
+def _build_message(mail: dict) -> flask_mail.Message:
     context = mail["context"]
     values = context | {"links": links_of(mail), "kind": mail["kind"], "facts": context}
     subject = subject_for(mail["kind"], context)
@@ -115,7 +122,10 @@ def build_message(mail: dict) -> flask_mail.Message:
         subject=subject,
         recipients=[(mail["to_name"], mail["to_email"])],
         body=render_template(f"mail/{mail['kind']}.txt", **values),
-        html=render_template(f"mail/{mail['kind']}.html", subject=subject, **values),
+        # Mail clients (Gmail, Outlook) drop <style>: every rule goes onto its element.
+        html=css_inline.inline(
+            render_template(f"mail/{mail['kind']}.html", subject=subject, **values)
+        ),
         reply_to=(mail["reply_to_name"], mail["reply_to_email"])
         if mail["reply_to_email"]
         else None,

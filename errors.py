@@ -5,10 +5,26 @@ app.py into a 404, 409 or 400 page.
 """
 
 
+def N_(message: str) -> str:  # noqa: N802 (the gettext convention)
+    """Mark a sentence for translation without translating it here.
+
+    The domain knows no Flask and no reader; the web layer shows a marked
+    sentence in the reader's language with gettext, the command line as is.
+    """
+    return message
+
+
 class TwoyesError(Exception):
-    """Something the user asked for cannot be done; the message says why."""
+    """Something the user asked for cannot be done; the message says why.
+
+    `parts` holds the sentences one by one (each a msgid for translation).
+    """
 
     status = 400
+
+    def __init__(self, *parts: str) -> None:
+        super().__init__(" ".join(parts))
+        self.parts = parts
 
 
 class NotFound(TwoyesError):

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from itsdangerous import BadSignature, Signer
 from werkzeug.datastructures import MultiDict
 
+from errors import N_
+
 HONEYPOT = "website"
 STAMP = "served"
 STAMP_MAX_AGE = 30 * 24 * 3600
@@ -78,9 +80,9 @@ class DecisionForm:
             try:
                 form.usefulness = int(raw)
             except ValueError:
-                form.problems.append("Usefulness is a whole number from 0 to 10.")
+                form.problems.append(N_("Usefulness is a whole number from 0 to 10."))
         if form.choice is None:
-            form.problems.append("Please press Continue or Stop.")
+            form.problems.append(N_("Please press Continue or Stop."))
         if form.choice == "continue":
             form.reason = None
         return form

@@ -16,14 +16,6 @@ import sqlite_utils
 from outbox import queue_mail
 from tokens import new_decision_token, new_welcome_back_token
 
-SUBJECTS = {
-    "decision": "Another session?",
-    "reminder": "A reminder: another session?",
-    "outcome_continue": "We continue",
-    "outcome_stop": "Thank you, and welcome back any time",
-    "welcome_back": "{client_name} would like a new session",
-}
-
 
 def queue_decision_mail(
     db: sqlite_utils.Database, party: dict, now: datetime, kind: str = "decision"
@@ -125,89 +117,6 @@ def queue_welcome_back_mail(
     )
 
 
-def subject_for(kind: str, context: dict) -> str:
-    if kind == "outcome":
-        kind = "outcome_stop" if context.get("you_left") else f"outcome_{context['outcome']}"
-    return SUBJECTS[kind].format(**context)
-
-
 def _reply_to(party: dict) -> tuple[str, str]:
     """A reply to any mail about an engagement reaches its coach, never the practice's robot."""
     return (party["coach_name"], party["coach_email"])
-
-
-END_SENTENCES = {
-    "client": {
-        "client_stopped": "You chose to stop. Thank you for letting us know.",
-        "coach_stopped": (
-            "{coach_name} decided that another session is not the most useful next step for now. "
-            "That is about the fit of the approach, not about you."
-        ),
-        "undecided": (
-            "We did not hear from everyone by the deadline, and we never continue without a yes, "
-            "so this was our last session for now."
-        ),
-        "idle": "It has been a while since our last session, so we close this engagement for now.",
-        "members_left": "Too few members chose to continue, so the group ends here.",
-    },
-    "coach": {
-        "client_stopped": "{client_names} chose to stop.",
-        "coach_stopped": "You chose to stop.",
-        "undecided": "Not everyone answered by the deadline, so the engagement has ended.",
-        "idle": "Nothing was held or planned for a long while, so the engagement has ended.",
-        "members_left": "Too few members chose to continue, so the group has ended.",
-    },
-}
-
-
-def outcome_paragraphs(context: dict) -> list[str]:
-    """The body of an outcome mail as plain sentences, shared by its text and HTML parts."""
-    role, group = context["role"], context["group"]
-    title = f" ({context['title']})" if context.get("title") else ""
-    if context["outcome"] == "continue":
-        if context.get("you_left"):
-            first = (
-                "You chose to stop. Thank you for letting us know, and for taking part."
-                if context.get("my_choice") == "stop"
-                else "We did not hear from you by the deadline, so we take it that the last "
-                "session was your last one with this group. Thank you for taking part."
-            )
-            return [
-                first,
-                "The group goes on without you. If you would like to join again later, "
-                "you are welcome back any time.",
-            ]
-        if role == "coach":
-            who = "the group" if group else context.get("client_names") or "your client"
-            lines = [f"You and {who} chose to continue{title}. Please plan the next session."]
-            if group:
-                lines.append(
-                    f"{context['members_continuing']} of {context['members_total']} "
-                    "members continue."
-                )
-            return lines
-        if group:
-            return [
-                f"The group goes on{title}: {context['members_continuing']} of "
-                f"{context['members_total']} members chose to continue, and so did "
-                f"{context['coach_name']}.",
-                f"{context['coach_name']} will let you know when the next session is.",
-            ]
-        return [
-            f"You and {context['coach_name']} both chose to continue{title}, "
-            "so there will be another session.",
-            f"{context['coach_name']} will be in touch to plan it.",
-        ]
-    sentence = END_SENTENCES[role][context["end_reason"]].format(
-        coach_name=context["coach_name"], client_names=context.get("client_names") or "Your client"
-    )
-    lines = [sentence]
-    if role == "client":
-        if context.get("my_reason") == "on_my_own":
-            lines.append(
-                "Going on by yourself is the best outcome coaching can have. We wish you well."
-            )
-        lines.append("You are welcome back any time: the link below lets your coach know.")
-    else:
-        lines.append("Each client got a mail with a link to come back whenever they like.")
-    return lines

@@ -17,7 +17,7 @@ import sqlite_utils
 
 from db import transaction
 from engagements import end_engagement, get_engagement
-from errors import Conflict, Invalid
+from errors import N_, Conflict, Invalid
 from events import log_event
 from mails import queue_decision_mail, queue_outcome_mail
 from parties import parties_of_round, parties_of_rounds
@@ -134,20 +134,19 @@ def record_decision(
             [decision_id],
         ).fetchone()
         if party["round_status"] == "closed":
-            raise Conflict("This round is closed already; your answer was not needed any more.")
+            raise Conflict(N_("This round is closed already; your answer was not needed any more."))
         if to_db(now) >= party["deadline_at"]:
             # R4: past the deadline silence has counted as stop, whenever cron comes by.
             raise Conflict(
-                "The deadline for this round has passed, so it closes without a next session. "
-                "You are welcome back any time."
+                N_("The deadline for this round has passed, so your answer could not be counted.")
             )
         if party["choice"] == "stop":
-            raise Conflict("You chose to stop in this round already; a stop is final.")
+            raise Conflict(N_("You chose to stop in this round already; a stop is final."))
         if party["member_status"] == "left":
-            raise Conflict("You are no longer part of this group.")
+            raise Conflict(N_("You are no longer part of this group."))
         problems = check_decision(party["role"], choice, reason, usefulness, note)
         if problems:
-            raise Invalid(" ".join(problems))
+            raise Invalid(*problems)
         db.conn.execute(
             "UPDATE decisions SET choice = ?, reason = ?, usefulness = ?, note = ?,"
             " decided_at = ? WHERE id = ?",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from errors import N_
+
 CHOICES = ("continue", "stop")
 REASONS = {
     "client": ("on_my_own", "not_useful", "other"),
@@ -97,15 +99,11 @@ def check_decision(
     """What is wrong with a decision's values, as sentences; empty when all is well."""
     problems = []
     if choice not in CHOICES:
-        problems.append("Please choose Continue or Stop.")
+        problems.append(N_("Please choose Continue or Stop."))
     if reason is not None and reason not in REASONS[role]:
-        problems.append(
-            f"{reason!r} is not a reason we know; choose one of {', '.join(REASONS[role])}."
-        )
+        problems.append(N_("Please choose one of the reasons in the list, or none."))
     if usefulness is not None and not 0 <= usefulness <= 10:
-        problems.append("Usefulness is a whole number from 0 to 10.")
+        problems.append(N_("Usefulness is a whole number from 0 to 10."))
     if note is not None and len(note) > NOTE_MAX:
-        problems.append(
-            f"A note can be at most {NOTE_MAX:,} characters; this one has {len(note):,}."
-        )
+        problems.append(N_("A note can be at most 2,000 characters; please shorten it."))
     return problems

@@ -158,9 +158,9 @@ def test_check_decision_accepts_good_values(role, choice, reason, usefulness, no
     [
         ("client", "maybe", None, None, None, "Continue or Stop"),
         ("client", None, None, None, None, "Continue or Stop"),
-        ("client", "stop", "bored", None, None, "'bored' is not a reason"),
-        ("client", "stop", "cannot_help", None, None, "'cannot_help' is not a reason"),
-        ("coach", "stop", "on_my_own", None, None, "'on_my_own' is not a reason"),
+        ("client", "stop", "bored", None, None, "one of the reasons in the list"),
+        ("client", "stop", "cannot_help", None, None, "one of the reasons in the list"),
+        ("coach", "stop", "on_my_own", None, None, "one of the reasons in the list"),
         ("client", "continue", None, 11, None, "0 to 10"),
         ("client", "continue", None, -1, None, "0 to 10"),
         ("client", "continue", None, None, "x" * (NOTE_MAX + 1), "at most 2,000"),

@@ -346,8 +346,8 @@ def test_both_continue_closes_the_round_and_the_outcome_mail_follows(
     (to_anna,) = smtp.to(ANNA)
     (to_bob,) = smtp.to(BOB)
     assert to_anna["Subject"] == to_bob["Subject"] == "We continue"
-    assert "You and Bob Coach both chose to continue (Career)" in text_of(to_anna)
-    assert "You and Anna de Vries chose to continue (Career)" in text_of(to_bob)
+    assert "You and Bob Coach both chose to continue, so there will" in text_of(to_anna)
+    assert "You and Anna de Vries chose to continue. Please plan" in text_of(to_bob)
     for token in tokens.values():
         page = client.get(f"/d/{token}")
         assert page.status_code == 200
@@ -477,17 +477,17 @@ BAD_VALUES = [
     ),
     pytest.param(
         {"choice": "continue", "note": "x" * 2001},
-        "A note can be at most 2,000 characters; this one has 2,001.",
+        "A note can be at most 2,000 characters; please shorten it.",
         id="note-2001",
     ),
     pytest.param(
         {"choice": "stop", "reason": "bogus"},
-        "'bogus' is not a reason we know",
+        "Please choose one of the reasons in the list, or none.",
         id="unknown-reason",
     ),
     pytest.param(
         {"choice": "stop", "reason": "values"},
-        "'values' is not a reason we know",
+        "Please choose one of the reasons in the list, or none.",
         id="coach-reason-from-client",
     ),
     pytest.param({}, "Please press Continue or Stop.", id="no-choice-form-submit"),

@@ -1,0 +1,185 @@
+"""The reader's language: which one, the sentences built in code, and dates as people write them.
+
+Pages speak the language of the person whose token opened them; mails the
+language of their reader (delivery renders each mail inside
+`force_locale`). Every time is shown in the practice's TIMEZONE. The
+English text is the msgid; translations/nl holds the Dutch, written by
+hand, and `make test` fails when a sentence has none.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, g, has_request_context, request
+from flask_babel import Babel, format_datetime, get_locale, gettext
+
+from errors import N_, TwoyesError
+from times import from_db
+
+LANGUAGES = ("en", "nl")
+
+REASON_LABELS = {
+    "on_my_own": N_("I can go on by myself for now"),
+    "not_useful": N_("This is not helping me enough"),
+    "cannot_help": N_("My approach does not fit this question"),
+    "values": N_("This work does not fit my values or interests"),
+    "other": N_("Another reason"),
+}
+
+SUBJECTS = {
+    "decision": N_("Another session?"),
+    "reminder": N_("A reminder: another session?"),
+    "outcome_continue": N_("We continue"),
+    "outcome_stop": N_("Thank you, and welcome back any time"),
+    "welcome_back": N_("%(client_name)s would like a new session"),
+}
+
+END_SENTENCES = {
+    "client": {
+        "client_stopped": N_("You chose to stop. Thank you for letting us know."),
+        "coach_stopped": N_(
+            "%(coach_name)s decided that another session is not the most useful next step "
+            "for now. That is about the fit of the approach, not about you."
+        ),
+        "undecided": N_(
+            "We did not hear from everyone by the deadline, and we never continue without a "
+            "yes, so this was our last session for now."
+        ),
+        "idle": N_(
+            "It has been a while since our last session, so we close this engagement for now."
+        ),
+        "members_left": N_("Too few members chose to continue, so the group ends here."),
+    },
+    "coach": {
+        "client_stopped": N_("%(client_names)s chose to stop."),
+        "coach_stopped": N_("You chose to stop."),
+        "undecided": N_("Not everyone answered by the deadline, so the engagement has ended."),
+        "idle": N_("Nothing was held or planned for a long while, so the engagement has ended."),
+        "members_left": N_("Too few members chose to continue, so the group has ended."),
+    },
+}
+
+
+def init_language(app: Flask) -> None:
+    app.config["BABEL_DEFAULT_LOCALE"] = app.config["LANGUAGE"]
+    app.config["BABEL_DEFAULT_TIMEZONE"] = str(app.config["TIMEZONE"])
+    Babel(app, locale_selector=select_language)
+    app.jinja_env.filters["when"] = format_when
+    app.jinja_env.filters["day"] = format_day
+    app.jinja_env.globals["REASON_LABELS"] = REASON_LABELS
+    app.jinja_env.globals["outcome_paragraphs"] = outcome_paragraphs
+    app.jinja_env.globals["current_language"] = lambda: str(get_locale() or "en")
+
+
+def select_language() -> str:
+    """The token owner's language; else what the browser asks for; else the practice's."""
+    if "lang" in g:
+        return g.lang
+    if has_request_context():
+        return request.accept_languages.best_match(LANGUAGES) or current_app.config["LANGUAGE"]
+    return current_app.config["LANGUAGE"]
+
+
+def format_when(text: str | None) -> str:
+    """'Tuesday 9 December at 10:00' / 'dinsdag 9 december om 10:00', in the practice's zone."""
+    if not text:
+        return ""
+    return format_datetime(from_db(text), gettext("EEEE d MMMM 'at' HH:mm"))
+
+
+def format_day(text: str | None) -> str:
+    """'Tuesday 9 December' / 'dinsdag 9 december', in the practice's zone."""
+    if not text:
+        return ""
+    return format_datetime(from_db(text), gettext("EEEE d MMMM"))
+
+
+def translate_error(error: TwoyesError) -> str:
+    """A domain error in the reader's language (sentences the catalogue knows)."""
+    return " ".join(gettext(part) for part in error.parts)
+
+
+def subject_for(kind: str, context: dict) -> str:
+    if kind == "outcome":
+        kind = "outcome_stop" if context.get("you_left") else f"outcome_{context['outcome']}"
+    return gettext(SUBJECTS[kind], client_name=context.get("client_name", ""))
+
+
+def outcome_paragraphs(context: dict) -> list[str]:
+    """The body of an outcome mail as plain sentences, shared by its text and HTML parts."""
+    role, group = context["role"], context["group"]
+    names = {
+        "coach_name": context["coach_name"],
+        "client_names": context.get("client_names") or gettext("Your client"),
+        "title": context.get("title") or "",
+        "continuing": context.get("members_continuing", 0),
+        "total": context.get("members_total", 0),
+    }
+    if context["outcome"] == "continue":
+        if context.get("you_left"):
+            first = (
+                gettext("You chose to stop. Thank you for letting us know, and for taking part.")
+                if context.get("my_choice") == "stop"
+                else gettext(
+                    "We did not hear from you by the deadline, so we take it that the last "
+                    "session was your last one with this group. Thank you for taking part."
+                )
+            )
+            return [
+                first,
+                gettext(
+                    "The group goes on without you. If you would like to join again later, "
+                    "you are welcome back any time."
+                ),
+            ]
+        if role == "coach":
+            if group:
+                together = (
+                    gettext(
+                        "You and the group of %(title)s chose to continue. "
+                        "Please plan the next session.",
+                        **names,
+                    )
+                    if context.get("title")
+                    else gettext(
+                        "You and the group chose to continue. Please plan the next session."
+                    )
+                )
+                return [
+                    together,
+                    gettext("%(continuing)s of %(total)s members continue.", **names),
+                ]
+            return [
+                gettext(
+                    "You and %(client_names)s chose to continue. Please plan the next session.",
+                    **names,
+                )
+            ]
+        if group:
+            return [
+                gettext(
+                    "The group goes on: %(continuing)s of %(total)s members chose to continue, "
+                    "and so did %(coach_name)s.",
+                    **names,
+                ),
+                gettext("%(coach_name)s will let you know when the next session is.", **names),
+            ]
+        return [
+            gettext(
+                "You and %(coach_name)s both chose to continue, so there will be another session.",
+                **names,
+            ),
+            gettext("%(coach_name)s will be in touch to plan it.", **names),
+        ]
+    ending = END_SENTENCES[role][context["end_reason"]]
+    lines = [gettext(ending, **names)]
+    if role == "client":
+        if context.get("my_reason") == "on_my_own":
+            lines.append(
+                gettext(
+                    "Going on by yourself is the best outcome coaching can have. We wish you well."
+                )
+            )
+        lines.append(gettext("You are welcome back any time: the link below lets your coach know."))
+    else:
+        lines.append(gettext("Each client got a mail with a link to come back whenever they like."))
+    return lines

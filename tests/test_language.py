@@ -1,0 +1,190 @@
+"""English and Dutch: every sentence has its Dutch, and each reader gets their own language.
+
+A Dutch reader's mails and pages are checked for English sentences that
+slipped through untranslated (or unwrapped for translation), and dates are
+written the Dutch way in the practice's time zone.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from babel.messages.pofile import read_po
+from conftest import POLICY, ROOT, T0, deliver, html_of, links_in, text_of, token_of
+
+from engagements import start_engagement
+from people import add_person
+from rounds import record_decision
+from sessions import record_session_done
+
+PLACEHOLDER = re.compile(r"%\(\w+\)s")
+
+
+def catalogue(path):
+    with open(path, "rb") as file:
+        return read_po(file)
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    """Every sentence in the code and templates, as `make messages` gathers them."""
+    pot = tmp_path_factory.mktemp("i18n") / "messages.pot"
+    subprocess.run(
+        [
+            str(ROOT / ".venv/bin/pybabel") if (ROOT / ".venv/bin/pybabel").exists() else "pybabel",
+            "extract",
+            "-F",
+            "babel.cfg",
+            "-k",
+            "N_",
+            "--no-location",
+            "--ignore-dirs=.venv tests bench",
+            "-o",
+            str(pot),
+            ".",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return catalogue(pot)
+
+
+def english_sentences(extracted) -> list[str]:
+    """The longer English sentences, without placeholders: none may show in a Dutch mail."""
+    sentences = []
+    for message in extracted:
+        if not message.id or len(message.id) < 25:
+            continue
+        for piece in PLACEHOLDER.split(message.id):
+            if len(piece.strip(' .,:;?()"')) >= 25:
+                sentences.append(piece.strip())
+    return sentences
+
+
+def test_every_sentence_has_its_dutch(extracted):
+    dutch = catalogue(ROOT / "translations/nl/LC_MESSAGES/messages.po")
+    missing = [m.id for m in extracted if m.id and not (dutch.get(m.id) and dutch[m.id].string)]
+    assert not missing, f"no Dutch yet for: {missing}"
+    fuzzy = [m.id for m in dutch if m.id and m.fuzzy]
+    assert not fuzzy, f"fuzzy (unchecked) Dutch for: {fuzzy}"
+
+
+def test_the_dutch_keeps_every_placeholder(extracted):
+    dutch = catalogue(ROOT / "translations/nl/LC_MESSAGES/messages.po")
+    for message in extracted:
+        if message.id:
+            translation = dutch[message.id].string
+            assert sorted(PLACEHOLDER.findall(translation)) == sorted(
+                PLACEHOLDER.findall(message.id)
+            ), message.id
+
+
+@pytest.fixture
+def dutch_engagement(db):
+    add_person(db, "coach", "Bob Coach", "bob@example.org", "nl", T0)
+    add_person(db, "client", "Daan de Boer", "daan@example.org", "nl", T0)
+    add_person(db, "client", "Emma English", "emma@example.org", "en", T0)
+    return start_engagement(db, "bob@example.org", ["daan@example.org"], T0, title="Loopbaan")
+
+
+def test_a_dutch_client_gets_dutch_mail_with_a_dutch_date(app, db, smtp, dutch_engagement):
+    # Tuesday 1 December 2026, 10:00 in Amsterdam: the deadline is Tuesday 8 December.
+    held = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    record_session_done(db, dutch_engagement, held, POLICY)
+    deliver(app, db, now=held + timedelta(minutes=1))
+    (message,) = smtp.to("daan@example.org")
+    assert message["Subject"] == "Nog een sessie?"
+    body = text_of(message)
+    assert "Hoi Daan de Boer," in body
+    assert "dinsdag 8 december om 10:00" in body
+    assert "dinsdag 1 december" in body
+    assert "dinsdag 8 december om 10:00" in html_of(message)
+
+
+def test_an_english_client_of_a_dutch_coach_gets_english(app, db, smtp, dutch_engagement):
+    engagement_id = start_engagement(db, "bob@example.org", ["emma@example.org"], T0)
+    held = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    record_session_done(db, engagement_id, held, POLICY)
+    deliver(app, db, now=held + timedelta(minutes=1))
+    (to_emma,) = smtp.to("emma@example.org")
+    (to_bob,) = smtp.to("bob@example.org")
+    assert to_emma["Subject"] == "Another session?"
+    assert "Tuesday 8 December at 10:00" in text_of(to_emma)
+    assert to_bob["Subject"] == "Nog een sessie?"
+
+
+def test_the_page_speaks_the_language_of_the_token_owner(app, db, client, smtp, dutch_engagement):
+    record_session_done(db, dutch_engagement, T0, POLICY)
+    deliver(app, db)
+    token = token_of(links_in(smtp.to("daan@example.org")[0])[0])
+    page = client.get(f"/d/{token}/stop", headers={"Accept-Language": "en"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert '<html lang="nl">' in html
+    assert "Nog een sessie?" in html
+    assert "Je opende de link Stoppen." in html
+    assert ">Doorgaan</button>" in html
+
+
+def test_a_page_without_a_token_follows_the_browser(client):
+    dutch = client.get("/d/" + "x" * 43, headers={"Accept-Language": "nl-NL,nl;q=0.9"})
+    english = client.get("/d/" + "x" * 43, headers={"Accept-Language": "en-GB"})
+    assert dutch.status_code == english.status_code == 404
+    assert "Deze link werkt niet" in dutch.get_data(as_text=True)
+    assert "This link does not open" in english.get_data(as_text=True)
+
+
+def test_no_english_sentence_reaches_a_dutch_reader(app, db, client, smtp, extracted):
+    """Every mail kind and page a Dutch client and coach meet, rendered for real."""
+    add_person(db, "coach", "Bob Coach", "bob@example.org", "nl", T0)
+    add_person(db, "client", "Daan de Boer", "daan@example.org", "nl", T0)
+    add_person(db, "client", "Fleur Visser", "fleur@example.org", "nl", T0)
+    one = start_engagement(db, "bob@example.org", ["daan@example.org"], T0, title="Loopbaan")
+    group = start_engagement(
+        db, "bob@example.org", ["daan@example.org", "fleur@example.org"], T0, title="Team"
+    )
+    _, round_one = record_session_done(db, one, T0, POLICY)
+    _, round_group = record_session_done(db, group, T0, POLICY)
+    pages = []
+    deliver(app, db)
+    for message in list(smtp.messages):
+        for link in links_in(message):
+            pages.append(client.get(link.split("twoyes.test", 1)[1]).get_data(as_text=True))
+    # Reminders, then outcomes: the individual one ends, the group goes on without Fleur.
+    from rounds import send_reminders
+
+    send_reminders(db, T0 + timedelta(days=5, minutes=1))
+    coach_one, daan_one = (
+        row[0]
+        for row in db.conn.execute(
+            "SELECT id FROM decisions WHERE round_id = ? ORDER BY role = 'client'", [round_one]
+        )
+    )
+    record_decision(db, daan_one, T0 + timedelta(days=5, hours=1), choice="stop", note="Dank")
+    group_parties = [
+        row[0]
+        for row in db.conn.execute(
+            "SELECT id FROM decisions WHERE round_id = ? ORDER BY role = 'client', id",
+            [round_group],
+        )
+    ]
+    now = T0 + timedelta(days=5, hours=2)
+    record_decision(db, group_parties[0], now, choice="continue", usefulness=8)
+    record_decision(db, group_parties[1], now, choice="continue")
+    record_decision(db, group_parties[2], now, choice="stop", reason="on_my_own")
+    deliver(app, db, now=T0 + timedelta(days=5, hours=3))
+    for message in list(smtp.messages):
+        for link in links_in(message):
+            pages.append(client.get(link.split("twoyes.test", 1)[1]).get_data(as_text=True))
+    kinds = {message["Subject"] for message in smtp.messages}
+    assert {"Nog een sessie?", "Even een herinnering: nog een sessie?", "We gaan door"} <= kinds
+    assert "Dank je wel, en je bent altijd welkom terug" in kinds
+    texts = [text_of(m) for m in smtp.messages] + [html_of(m) for m in smtp.messages] + pages
+    leaks = {
+        sentence for sentence in english_sentences(extracted) for text in texts if sentence in text
+    }
+    assert not leaks, f"English in Dutch mail or pages: {sorted(leaks)}"
