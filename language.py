@@ -106,6 +106,21 @@ def subject_for(kind: str, context: dict) -> str:
 
 def outcome_paragraphs(context: dict) -> list[str]:
     """The body of an outcome mail as plain sentences, shared by its text and HTML parts."""
+    lines = _outcome_lines(context)
+    if context["role"] == "coach":
+        for rating in context.get("low_usefulness") or ():
+            lines.append(
+                gettext(
+                    "%(name)s rated this session %(n)s out of 10: a good moment to ask what "
+                    "would be more useful.",
+                    name=rating["name"],
+                    n=rating["usefulness"],
+                )
+            )
+    return lines
+
+
+def _outcome_lines(context: dict) -> list[str]:
     role, group = context["role"], context["group"]
     names = {
         "coach_name": context["coach_name"],

@@ -79,6 +79,7 @@ def queue_outcome_mail(
     if party["role"] != "coach":
         # A client's mail never carries other clients' names, choices or notes.
         context.pop("client_choices", None)
+        context.pop("low_usefulness", None)
     if member_leaves:
         context["welcome_back_token"] = new_welcome_back_token(db, party["member_id"], now)
     return queue_mail(

@@ -21,7 +21,7 @@ from errors import N_, Conflict, Invalid
 from events import log_event
 from mails import queue_decision_mail, queue_outcome_mail
 from parties import parties_of_round, parties_of_rounds
-from rules import Policy, Verdict, check_decision, judge_round
+from rules import LOW_USEFULNESS, Policy, Verdict, check_decision, judge_round
 from times import later, to_db
 
 SWEEP_BATCH = 500
@@ -284,6 +284,11 @@ def round_summary(parties: list[dict]) -> dict:
         "members_continuing": counts["continue"],
         "members_stopped": counts["stop"],
         "members_silent": counts["silent"],
+        "low_usefulness": [
+            {"name": party["name"], "usefulness": party["usefulness"]}
+            for party in clients
+            if party["usefulness"] is not None and party["usefulness"] <= LOW_USEFULNESS
+        ],
         "client_choices": [
             {
                 "name": party["name"],

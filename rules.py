@@ -18,6 +18,9 @@ REASONS = {
     "coach": ("cannot_help", "values", "other"),
 }
 NOTE_MAX = 2000
+# A client's usefulness rating at or below this is named in the coach's outcome mail,
+# so that the next conversation can be about what would be more useful.
+LOW_USEFULNESS = 4
 
 
 @dataclass(frozen=True)
