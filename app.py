@@ -26,6 +26,7 @@ from forms import TEXT_MAX, DecisionForm, FormStamp, clean_text
 from language import init_language, translate_error
 from mails import queue_welcome_back_mail
 from parties import describe_party, get_welcome_back_member, round_status_of
+from privacy import retention_terms
 from rounds import record_decision
 from rules import REASONS, Policy
 from times import utcnow, zone
@@ -41,6 +42,9 @@ DEFAULTS = {
     "MIN_DECISION_SECONDS": 2,
     "TIMEZONE": "Europe/Amsterdam",
     "LANGUAGE": "en",
+    "RETENTION_DAYS": 730,  # after an engagement ends; then it is anonymised (privacy.py)
+    "PRACTICE_NAME": "",  # for the privacy page: who keeps the data
+    "PRACTICE_CONTACT": "",  # and where to ask for a copy or an erasure
     "MAIL_DEFAULT_SENDER": "twoyes <twoyes@localhost>",
     "MAIL_SUPPRESS_SEND": False,  # Flask-Mail would otherwise drop mail in testing mode
     "MAIL_TIMEOUT": 30,
@@ -100,8 +104,13 @@ def load_settings(app: Flask) -> None:
         )
         _number(config, "MIN_DECISION_SECONDS")
         _number(config, "MAIL_TIMEOUT")
+        if _number(config, "RETENTION_DAYS") < 30:
+            # A closed round's links open read-only for 30 days; keep its data as long.
+            raise ValueError("TWOYES_RETENTION_DAYS must be at least 30.")
     except ValueError as error:
         raise ConfigError(str(error)) from error
+    for name in ("PRACTICE_NAME", "PRACTICE_CONTACT"):
+        config[name] = str(config[name] or "").strip()
     try:
         config["ZONE"] = zone(str(config["TIMEZONE"]))
     except ValueError as error:
@@ -316,6 +325,15 @@ def register_routes(app: Flask) -> None:
     @app.get("/")
     def index():
         return render_template("index.html")
+
+    @app.get("/privacy")
+    def privacy_page():
+        return render_template(
+            "privacy.html",
+            practice=app.config["PRACTICE_NAME"],
+            contact=app.config["PRACTICE_CONTACT"],
+            terms=retention_terms(app.config["RETENTION_DAYS"]),
+        )
 
     # NotFound from the domain is the same 404 page as an unknown path.
     app.register_error_handler(NotFound, show_error)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sqlite3
 import sys
@@ -19,6 +20,7 @@ import click
 from flask import current_app
 
 from app import ConfigError, create_app, get_db
+from backups import backup_database
 from db import init_db, transaction
 from delivery import deliver_due_mail
 from engagements import (
@@ -32,6 +34,7 @@ from errors import NotFound, TwoyesError
 from members import add_member, remove_member
 from outbox import retry_mail
 from people import add_person
+from privacy import anonymise_expired, export_client, forget_client, purge_delivered_mail
 from rounds import close_overdue_rounds, open_due_rounds, record_decision, send_reminders
 from rules import CHOICES, REASONS
 from sessions import plan_session, record_session_done
@@ -130,8 +133,14 @@ def init():
         click.echo(f"Upgraded the database at {path} from version {before} to {after}.")
 
 
+PERSON_GROUPS = {
+    "coach": "Add coaches.",
+    "client": "Add clients, export their data, or forget them.",
+}
+
+
 def person_commands(role: str) -> click.Group:
-    @click.group(name=role, help=f"Add {role}es." if role == "coach" else f"Add {role}s.")
+    @click.group(name=role, help=PERSON_GROUPS[role])
     def group():
         pass
 
@@ -157,7 +166,88 @@ def person_commands(role: str) -> click.Group:
 
 
 cli.add_command(person_commands("coach"))
-cli.add_command(person_commands("client"))
+client_group = person_commands("client")
+cli.add_command(client_group)
+
+
+@client_group.command(name="export")
+@click.argument("email")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the JSON to this file (readable only by you) instead of printing it.",
+)
+@with_app
+def client_export(email, output):
+    """Answer an access request: all about one client, as JSON.
+
+    Everything twoyes holds about them: their profile, engagements, sessions,
+    decisions with notes, the mails sent to them (without links) and the log of
+    their answers; nothing of anyone else.
+
+    Example: python cli.py client export anna@example.org --output anna.json
+    """
+    data = export_client(get_db(), email)
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        raise click.ClickException(f"Cannot write {output}: {error.strerror}.") from error
+    click.echo(f"Wrote everything twoyes holds about {data['client']['email']} to {output}.")
+
+
+@client_group.command(name="forget")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask first (for scripts).")
+@json_option
+@with_app
+def client_forget(email, yes, as_json):
+    """Answer an erasure request: forget a client for good.
+
+    Erases their name, address, notes and mails. Their engagements, sessions and
+    choices stay as anonymous counts, so reports stay true; every link of theirs
+    stops working at once; an engagement they are still in ends for them now.
+    Asks first, unless --yes.
+
+    Example: python cli.py client forget anna@example.org --yes
+    """
+    db = get_db()
+    if not yes:
+        found = export_client(db, email)  # an unknown address is the first thing to hear
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                "Forgetting cannot be undone and there is no terminal to ask on; "
+                "add --yes to confirm."
+            )
+        person = found["client"]
+        active = ", ".join(str(e["id"]) for e in found["engagements"] if e["status"] == "active")
+        ending = f", ending their part in engagement(s) {active}" if active else ""
+        click.confirm(
+            f"Forget {person['name']} <{person['email']}> (client {person['id']}) for good"
+            f"{ending}?",
+            abort=True,
+        )
+    result = forget_client(db, email, utcnow())
+    if as_json:
+        print_json(result)
+        return
+    click.echo(
+        f"Forgot client {result['client_id']}: name, address and {result['notes_erased']} "
+        f"note(s) erased, {result['mails_erased']} mail(s) blanked, "
+        f"{result['links_stopped']} link(s) stopped."
+    )
+    if result["engagements_left"]:
+        left = ", ".join(map(str, result["engagements_left"]))
+        click.echo(f"They no longer take part in engagement(s) {left}.")
+    click.echo(
+        "Keep a note of this request (date and address) outside twoyes: after restoring an "
+        "older backup, forget them again."
+    )
 
 
 @cli.group()
@@ -510,6 +600,8 @@ def tick(now, as_json):
         "idle_ended": len(end_idle_engagements(db, when, policy)),
         "reminders": send_reminders(db, when),
     }
+    summary |= anonymise_expired(db, when, current_app.config["RETENTION_DAYS"])
+    summary["mail_bodies_purged"] = purge_delivered_mail(db, when)
     report = deliver_due_mail(db, when, echo=lambda line: None)
     summary["mails_sent"] = report.sent
     if as_json:
@@ -517,6 +609,28 @@ def tick(now, as_json):
     elif any(summary.values()):
         click.echo(", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in summary.items()))
     report_delivery(report)
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@json_option
+@with_app
+def backup(path, as_json):
+    """Copy the database safely, even while it is in use.
+
+    Uses SQLite's online backup, so the web app and cron keep running, and checks
+    the copy with PRAGMA integrity_check; the README says how to restore.
+
+    Example: python cli.py backup backups/twoyes-2026-12-09.db
+    """
+    result = backup_database(get_db(), path)
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(
+            f"Backed up the database to {result['path']} ({result['bytes']:,} bytes, "
+            f"schema version {result['schema_version']}, integrity check ok)."
+        )
 
 
 @cli.group()

@@ -26,6 +26,12 @@ BUSY_TIMEOUT_MS = 30_000
 # database there (ALTER TABLE ..., or data moved between tables).
 UPGRADES: dict[int, list[str]] = {
     1: [],  # version 1: schema.sql as first written
+    # version 2: clients can be forgotten; the event log lets go of ip addresses
+    # and user agents (schema.sql then makes the trigger that allows only that).
+    2: [
+        "ALTER TABLE clients ADD COLUMN forgotten_at TEXT",
+        "DROP TRIGGER IF EXISTS events_no_update",
+    ],
 }
 SCHEMA_VERSION = max(UPGRADES)
 

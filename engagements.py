@@ -154,6 +154,16 @@ def reopen_engagement(db: sqlite_utils.Database, engagement_id: int, now: dateti
             raise Conflict(
                 f"Engagement {engagement_id} is still active; there is nothing to reopen."
             )
+        if db.conn.execute(
+            "SELECT 1 FROM members JOIN clients ON clients.id = members.client_id"
+            " WHERE members.engagement_id = ? AND members.status = 'active'"
+            " AND clients.forgotten_at IS NOT NULL",
+            [engagement_id],
+        ).fetchone():
+            raise Conflict(
+                f"Engagement {engagement_id} cannot be reopened: its client was forgotten; "
+                "if they are back, add them again and start a new engagement."
+            )
         db.conn.execute(
             "UPDATE engagements SET status = 'active', end_reason = NULL, ended_at = NULL,"
             " reopened_at = ? WHERE id = ?",

@@ -67,6 +67,8 @@ def get_person_by_email(db: sqlite_utils.Database, role: str, email: str) -> dic
     row = db.conn.execute(
         f"SELECT * FROM {ROLES[role]} WHERE email = ?", [email.strip()]
     ).fetchone()
+    if row is not None and dict(row).get("forgotten_at"):
+        row = None  # a forgotten client answers to no address, not even their placeholder
     if row is None:
         row = db.conn.execute(
             f"SELECT * FROM {ROLES[role]} WHERE email = ?", [normalise_email(email)]

@@ -1,4 +1,4 @@
--- twoyes schema, version 1.
+-- twoyes schema, version 2.
 --
 -- The one source of the schema: `python cli.py init` runs this file on every
 -- call (each statement is IF NOT EXISTS, so it is safe to repeat) and then
@@ -15,12 +15,16 @@ CREATE TABLE IF NOT EXISTS coaches (
     created_at TEXT NOT NULL
 );
 
+-- A forgotten client (on request, or at the end of retention) keeps their row,
+-- so counts stay true, as 'Forgotten client' <forgotten-<id>@invalid>: an
+-- address that is unique and that no new client can be given (privacy.py).
 CREATE TABLE IF NOT EXISTS clients (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
     email TEXT NOT NULL UNIQUE COLLATE NOCASE,
     lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    forgotten_at TEXT
 );
 
 CREATE TABLE IF NOT EXISTS engagements (
@@ -153,7 +157,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due
     ON outbox (next_attempt_at) WHERE status IN ('queued', 'sending');
 
--- The append-only log of every state change.
+-- The append-only log of every state change. Its detail holds ids, never a
+-- name or an address; only a web decision's `ip` and `user_agent` are about a
+-- person, and they are the one thing that may be taken out again (privacy.py).
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -165,9 +171,14 @@ CREATE TABLE IF NOT EXISTS events (
 
 CREATE INDEX IF NOT EXISTS events_engagement ON events (engagement_id);
 
-CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+-- An update may only remove `ip` and `user_agent` from the detail (written as
+-- `detail = json_remove(detail, '$.ip', '$.user_agent')`); nothing else changes.
+CREATE TRIGGER IF NOT EXISTS events_update_only_erases BEFORE UPDATE ON events
+WHEN NEW.id IS NOT OLD.id OR NEW.at IS NOT OLD.at OR NEW.kind IS NOT OLD.kind
+    OR NEW.engagement_id IS NOT OLD.engagement_id OR NEW.round_id IS NOT OLD.round_id
+    OR NEW.detail IS NOT json_remove(OLD.detail, '$.ip', '$.user_agent')
 BEGIN
-    SELECT RAISE(ABORT, 'the event log is append-only');
+    SELECT RAISE(ABORT, 'the event log is append-only; only an ip and user agent can be erased');
 END;
 
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events

@@ -188,3 +188,12 @@ def test_no_english_sentence_reaches_a_dutch_reader(app, db, client, smtp, extra
         sentence for sentence in english_sentences(extracted) for text in texts if sentence in text
     }
     assert not leaks, f"English in Dutch mail or pages: {sorted(leaks)}"
+
+
+def test_the_privacy_page_follows_the_browser(client, extracted):
+    dutch = client.get("/privacy", headers={"Accept-Language": "nl"}).get_data(as_text=True)
+    assert "Je gegevens en je privacy" in dutch
+    leaks = [sentence for sentence in english_sentences(extracted) if sentence in dutch]
+    assert not leaks, leaks
+    english = client.get("/privacy", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "Your data and your privacy" in english
