@@ -17,7 +17,11 @@ from pathlib import Path
 
 from flask import Flask, current_app, g, redirect, render_template, request, url_for
 from flask_babel import gettext
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_mail import Mail
+from limits import parse_many
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db as database
 from errors import N_, NotFound, TwoyesError
@@ -50,6 +54,9 @@ DEFAULTS = {
     "MAIL_TIMEOUT": 30,
     "MAIL_CA_FILE": None,
     "MAX_CONTENT_LENGTH": 64 * 1024,
+    "TOKEN_RATE_LIMIT": "30 per minute; 300 per hour",
+    "RATELIMIT_STORAGE_URI": "memory://",  # per process; a shared store: "redis://..."
+    "PROXIES": 0,  # how many reverse proxies set X-Forwarded-For in front of the app
 }
 
 CONTENT_SECURITY_POLICY = (
@@ -80,6 +87,12 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     load_settings(app)
     mail.init_app(app)
+    # Token routes are rate limited per client address: nobody tries tokens by the thousand.
+    limiter = Limiter(get_remote_address, app=app)
+    if app.config["PROXIES"]:
+        # Behind nginx or Caddy the client's address is in X-Forwarded-For.
+        hops = int(app.config["PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     init_language(app)
 
@@ -88,7 +101,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(TwoyesError, show_error)
     for status in (400, 404, 405, 413, 429, 500):
         app.register_error_handler(status, show_http_error)
-    register_routes(app)
+    register_routes(app, limiter)
     return app
 
 
@@ -109,6 +122,14 @@ def load_settings(app: Flask) -> None:
             raise ValueError("TWOYES_RETENTION_DAYS must be at least 30.")
     except ValueError as error:
         raise ConfigError(str(error)) from error
+    try:
+        parse_many(str(config["TOKEN_RATE_LIMIT"]))
+    except ValueError as error:
+        raise ConfigError(
+            "TWOYES_TOKEN_RATE_LIMIT must read like '30 per minute; 300 per hour'."
+        ) from error
+    if isinstance(config["PROXIES"], bool) or not isinstance(config["PROXIES"], int):
+        raise ConfigError("TWOYES_PROXIES must be a whole number (0 when no proxy).")
     for name in ("PRACTICE_NAME", "PRACTICE_CONTACT"):
         config[name] = str(config[name] or "").strip()
     try:
@@ -197,7 +218,11 @@ def show_http_error(error):
     return render_template("error.html", status=status, message=message), status
 
 
-def register_routes(app: Flask) -> None:
+def register_routes(app: Flask, limiter: Limiter) -> None:
+    tokens_limit = limiter.shared_limit(
+        lambda: current_app.config["TOKEN_RATE_LIMIT"], scope="tokens"
+    )
+
     def stamp() -> FormStamp:
         return FormStamp(app.config["SECRET_KEY"], app.config["MIN_DECISION_SECONDS"])
 
@@ -226,14 +251,17 @@ def register_routes(app: Flask) -> None:
         return page, status
 
     @app.get("/d/<token>")
+    @tokens_limit
     def decision(token: str):
         return decision_page(token)
 
     @app.get("/d/<token>/<any(continue, stop):choice>")
+    @tokens_limit
     def decision_link(token: str, choice: str):
         return decision_page(token, preselect=choice)
 
     @app.post("/d/<token>")
+    @tokens_limit
     def decide(token: str):
         db = get_db()
         now = utcnow()
@@ -281,12 +309,14 @@ def register_routes(app: Flask) -> None:
         return page, status
 
     @app.get("/b/<token>")
+    @tokens_limit
     def welcome_back(token: str):
         db = get_db()
         member = get_welcome_back_member(db, find_member_id(db, token, utcnow()))
         return welcome_back_page(token, member, asked=request.args.get("asked") == "1")
 
     @app.post("/b/<token>")
+    @tokens_limit
     def ask_welcome_back(token: str):
         db = get_db()
         now = utcnow()

@@ -106,6 +106,8 @@ def settings(tmp_path, smtp):
         "MAIL_PORT": smtp.port,
         "MAIL_DEFAULT_SENDER": "Practice <practice@example.org>",
         "TIMEZONE": "Europe/Amsterdam",
+        # Tests open many links from one address; test_hostile checks the real limit.
+        "TOKEN_RATE_LIMIT": "10000 per minute",
     }
 
 

@@ -1129,3 +1129,19 @@ def test_every_page_sends_the_security_headers(app, db, client, smtp, engagement
             assert "<script" not in answer.text, name
             assert " style=" not in answer.text, name
         answer.close()  # the stylesheet is streamed from a file
+
+
+def test_token_pages_are_rate_limited_per_address(settings, engagement, db, app, smtp):
+    """Guessing tokens by the thousand meets a 429 page, in the reader's language."""
+    from app import create_app
+
+    limited = create_app({"TESTING": True, **settings, "TOKEN_RATE_LIMIT": "5 per minute"})
+    browser = limited.test_client()
+    answers = [browser.get("/d/" + "A" * 43).status_code for _ in range(5)]
+    assert answers == [404] * 5
+    refused = browser.get("/d/" + "B" * 43)
+    assert refused.status_code == 429
+    assert "wait a minute" in refused.get_data(as_text=True)
+    assert browser.post("/b/" + "C" * 43).status_code == 429  # one budget for all token routes
+    other = limited.test_client()
+    assert other.get("/healthz").status_code == 200  # pages without tokens are not limited
