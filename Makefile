@@ -17,6 +17,8 @@ test: $(VENV)/.installed-dev translations lint
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	# Security lint; each exception is marked (and justified) where it stands.
+	$(VENV)/bin/bandit --quiet --recursive . --exclude ./.venv,./tests,./bench,./test-artifacts
 
 # Timings of twoyes against bare baselines, as same-run ratios (bench/results.json); ~7 min.
 bench: $(VENV)/.installed-dev

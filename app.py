@@ -9,10 +9,12 @@ because mail scanners open every link.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import secrets
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, current_app, g, redirect, render_template, request, url_for
@@ -24,19 +26,25 @@ from limits import parse_many
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db as database
+from coach_view import OVERVIEW_DAYS, coach_overview, get_coach, get_coach_decision_id
 from errors import N_, NotFound, TwoyesError
 from events import log_event
 from forms import TEXT_MAX, DecisionForm, FormStamp, clean_text
 from language import init_language, translate_error
+from logs import HideTokens
 from mails import queue_welcome_back_mail
 from parties import describe_party, get_welcome_back_member, round_status_of
 from privacy import retention_terms
+from report_pages import ENGAGEMENT_ENDINGS, format_date, report_charts
+from reports import practice_report
 from rounds import record_decision
 from rules import REASONS, Policy
 from times import utcnow, zone
-from tokens import find_decision_id, find_member_id
+from tokens import find_coach_view, find_decision_id, find_member_id
 
 mail = Mail()
+
+RATE_LIMIT = "30 per minute; 300 per hour"
 
 DEFAULTS = {
     "BASE_URL": "http://127.0.0.1:5000",
@@ -54,7 +62,7 @@ DEFAULTS = {
     "MAIL_TIMEOUT": 30,
     "MAIL_CA_FILE": None,
     "MAX_CONTENT_LENGTH": 64 * 1024,
-    "TOKEN_RATE_LIMIT": "30 per minute; 300 per hour",
+    "TOKEN_RATE_LIMIT": RATE_LIMIT,
     "RATELIMIT_STORAGE_URI": "memory://",  # per process; a shared store: "redis://..."
     "PROXIES": 0,  # how many reverse proxies set X-Forwarded-For in front of the app
 }
@@ -102,6 +110,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     for status in (400, 404, 405, 413, 429, 500):
         app.register_error_handler(status, show_http_error)
     register_routes(app, limiter)
+    app.logger.addFilter(HideTokens())  # Flask logs the path of a request that failed
     return app
 
 
@@ -186,8 +195,12 @@ def close_db(exception: BaseException | None = None) -> None:
 
 def security_headers(response):
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    if request.path.startswith(("/d/", "/b/")):
+    policy = CONTENT_SECURITY_POLICY
+    if "style_nonce" in g:
+        # The report's charts are inline SVG with a <style> of their own, let in by nonce.
+        policy = policy.replace("style-src 'self'", f"style-src 'self' 'nonce-{g.style_nonce}'")
+    response.headers["Content-Security-Policy"] = policy
+    if request.path.startswith(("/d/", "/b/", "/c/")):
         # The token is in the path: never pass it on, never keep the page.
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
@@ -218,13 +231,48 @@ def show_http_error(error):
     return render_template("error.html", status=status, message=message), status
 
 
+def decide_from_form(decision_id: int, now, *, via: str, show, done: str):
+    """A decision POST, from a party's page or a coach's overview: refuse what a scanner or a
+    closed round sends, record what a person sends, then 303 to `done`.
+
+    `show(status=..., form=..., notice=...)` renders the page again with a message.
+    """
+    db = get_db()
+    if round_status_of(db, decision_id) == "closed":
+        return show(status=409, notice=[ROUND_CLOSED])
+    form = DecisionForm.read(request.form)
+    if not form_stamp().is_human(request.form, decision_id):
+        return show(form=form, notice=[ASK_AGAIN])
+    if form.problems:
+        return show(status=400, form=form, notice=form.problems)
+    try:
+        record_decision(
+            db,
+            decision_id,
+            now,
+            choice=form.choice,
+            reason=form.reason,
+            usefulness=form.usefulness,
+            note=form.note,
+            via={
+                "via": via,
+                "ip": request.remote_addr,
+                "user_agent": request.user_agent.string[:300],
+            },
+        )
+    except TwoyesError as error:
+        return show(status=error.status, form=form, notice=error.parts)
+    return redirect(done, 303)
+
+
+def form_stamp() -> FormStamp:
+    return FormStamp(current_app.config["SECRET_KEY"], current_app.config["MIN_DECISION_SECONDS"])
+
+
 def register_routes(app: Flask, limiter: Limiter) -> None:
     tokens_limit = limiter.shared_limit(
         lambda: current_app.config["TOKEN_RATE_LIMIT"], scope="tokens"
     )
-
-    def stamp() -> FormStamp:
-        return FormStamp(app.config["SECRET_KEY"], app.config["MIN_DECISION_SECONDS"])
 
     def decision_page(token: str, *, status: int = 200, preselect=None, form=None, notice=()):
         """The party's page, in their language.
@@ -245,7 +293,7 @@ def register_routes(app: Flask, limiter: Limiter) -> None:
             preselect=preselect,
             form=form,
             notice=notice,
-            stamp=stamp().issue(view["me"]["id"]),
+            stamp=form_stamp().issue(view["me"]["id"]),
             status=status,
         )
         return page, status
@@ -266,31 +314,13 @@ def register_routes(app: Flask, limiter: Limiter) -> None:
         db = get_db()
         now = utcnow()
         decision_id = find_decision_id(db, token, now)
-        if round_status_of(db, decision_id) == "closed":
-            return decision_page(token, status=409, notice=[ROUND_CLOSED])
-        form = DecisionForm.read(request.form)
-        if not stamp().is_human(request.form, decision_id):
-            return decision_page(token, form=form, notice=[ASK_AGAIN])
-        if form.problems:
-            return decision_page(token, status=400, form=form, notice=form.problems)
-        try:
-            record_decision(
-                db,
-                decision_id,
-                now,
-                choice=form.choice,
-                reason=form.reason,
-                usefulness=form.usefulness,
-                note=form.note,
-                via={
-                    "via": "web",
-                    "ip": request.remote_addr,
-                    "user_agent": request.user_agent.string[:300],
-                },
-            )
-        except TwoyesError as error:
-            return decision_page(token, status=error.status, form=form, notice=error.parts)
-        return redirect(url_for("decision", token=token), 303)
+        return decide_from_form(
+            decision_id,
+            now,
+            via="web",
+            show=functools.partial(decision_page, token),
+            done=url_for("decision", token=token),
+        )
 
     def welcome_back_page(token, member, *, status=200, notice=None, message="", asked=False):
         g.lang = member["client_lang"]
@@ -304,7 +334,7 @@ def register_routes(app: Flask, limiter: Limiter) -> None:
             message=message,
             notice=notice,
             status=status,
-            stamp=stamp().issue(member["member_id"]),
+            stamp=form_stamp().issue(member["member_id"]),
         )
         return page, status
 
@@ -328,7 +358,7 @@ def register_routes(app: Flask, limiter: Limiter) -> None:
                 {"most": f"{TEXT_MAX:,}", "length": f"{len(message):,}"},
             )
             return welcome_back_page(token, member, status=400, notice=notice, message=message)
-        if not stamp().is_human(request.form, member["member_id"]):
+        if not form_stamp().is_human(request.form, member["member_id"]):
             notice = (N_("Please press the button once more to send your request."), {})
             return welcome_back_page(token, member, notice=notice, message=message)
         with database.transaction(db):
@@ -365,5 +395,63 @@ def register_routes(app: Flask, limiter: Limiter) -> None:
             terms=retention_terms(app.config["RETENTION_DAYS"]),
         )
 
+    register_coach_routes(app, tokens_limit)
+
     # NotFound from the domain is the same 404 page as an unknown path.
     app.register_error_handler(NotFound, show_error)
+
+
+def register_coach_routes(app: Flask, tokens_limit) -> None:
+    """The coach's overview behind `python cli.py coach link EMAIL`: one coach's own
+    engagements, open rounds and report; deciding their own open rounds from there."""
+
+    def coach_page(token: str, *, status: int = 200, notice=(), form=None):
+        """The overview, in the coach's language; `notice` holds msgids."""
+        db = get_db()
+        now = utcnow()
+        access = find_coach_view(db, token, now)
+        since = now - timedelta(days=OVERVIEW_DAYS)
+        view = coach_overview(db, access["coach_id"], now, since)
+        g.lang = view["coach"]["lang"]
+        g.style_nonce = secrets.token_urlsafe(16)
+        report = practice_report(db, since, access["coach_id"])
+        page = render_template(
+            "coach.html",
+            token=token,
+            view=view,
+            expires_at=access["expires_at"],
+            status=status,
+            notice=" ".join(gettext(sentence) for sentence in notice),
+            stamps={
+                round_["round_id"]: form_stamp().issue(round_["coach_decision_id"])
+                for round_ in view["open_rounds"]
+            },
+            reasons=REASONS["coach"],
+            open_engagements={round_["engagement_id"] for round_ in view["open_rounds"]},
+            ENDINGS=ENGAGEMENT_ENDINGS,
+            format_date=format_date,
+            report=report,
+            charts=report_charts(report, g.style_nonce),
+        )
+        return page, status
+
+    @app.get("/c/<token>")
+    @tokens_limit
+    def coach_view(token: str):
+        return coach_page(token)
+
+    @app.post("/c/<token>/rounds/<int:round_id>")
+    @tokens_limit
+    def coach_decide(token: str, round_id: int):
+        db = get_db()
+        now = utcnow()
+        coach_id = find_coach_view(db, token, now)["coach_id"]
+        g.lang = get_coach(db, coach_id)["lang"]
+        decision_id = get_coach_decision_id(db, coach_id, round_id)  # another's round: 404
+        return decide_from_form(
+            decision_id,
+            now,
+            via="coach_view",
+            show=functools.partial(coach_page, token),
+            done=url_for("coach_view", token=token),
+        )

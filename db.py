@@ -18,6 +18,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from errors import Conflict
+
 SCHEMA = Path(__file__).with_name("schema.sql")
 BUSY_TIMEOUT_MS = 30_000
 
@@ -31,6 +33,30 @@ UPGRADES: dict[int, list[str]] = {
     2: [
         "ALTER TABLE clients ADD COLUMN forgotten_at TEXT",
         "DROP TRIGGER IF EXISTS events_no_update",
+    ],
+    # version 3: a token may open a coach's overview (purpose 'coach_view', coach_id).
+    # SQLite cannot change a CHECK constraint in place, so the table is rebuilt.
+    3: [
+        # A database from before version 1 may have no tokens table at all.
+        "CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, purpose TEXT NOT NULL,"
+        " decision_id INTEGER, member_id INTEGER, created_at TEXT NOT NULL, expires_at TEXT)"
+        " WITHOUT ROWID",
+        """CREATE TABLE tokens_new (
+    hash TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL CHECK (purpose IN ('decide', 'welcome_back', 'coach_view')),
+    decision_id INTEGER REFERENCES decisions (id),
+    member_id INTEGER REFERENCES members (id),
+    coach_id INTEGER REFERENCES coaches (id),
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    CHECK ((purpose = 'decide') = (decision_id IS NOT NULL)),
+    CHECK ((purpose = 'welcome_back') = (member_id IS NOT NULL AND expires_at IS NOT NULL)),
+    CHECK ((purpose = 'coach_view') = (coach_id IS NOT NULL AND expires_at IS NOT NULL))
+) WITHOUT ROWID""",
+        "INSERT INTO tokens_new (hash, purpose, decision_id, member_id, created_at, expires_at)"
+        " SELECT hash, purpose, decision_id, member_id, created_at, expires_at FROM tokens",
+        "DROP TABLE tokens",
+        "ALTER TABLE tokens_new RENAME TO tokens",
     ],
 }
 SCHEMA_VERSION = max(UPGRADES)
@@ -88,19 +114,35 @@ def init_db(db: sqlite_utils.Database) -> tuple[int, int, bool]:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
     ).fetchone()
     if before > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise Conflict(
             f"The database has schema version {before}, newer than this twoyes "
             f"({SCHEMA_VERSION}); upgrade twoyes before using it."
         )
-    with transaction(db):
-        # A new database gets schema.sql alone; an older one its upgrades first.
-        for version in range(before + 1, SCHEMA_VERSION + 1) if not created else ():
-            for statement in UPGRADES[version]:
+    upgrades = range(before + 1, SCHEMA_VERSION + 1) if not created else range(0)
+    # SQLite's way to rebuild a table (sqlite.org/lang_altertable.html#otheralter): foreign
+    # keys off while the upgrades run (outside the transaction, which would ignore the
+    # pragma), and checked by hand before the commit. An upgrade may copy rows into a
+    # table whose parents do not exist yet in a very old database: schema.sql makes them.
+    db.conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with transaction(db):
+            # A new database gets schema.sql alone; an older one its upgrades first.
+            for version in upgrades:
+                for statement in UPGRADES[version]:
+                    db.conn.execute(statement)
+            # executescript would commit our transaction; run statement by statement.
+            for statement in split_statements(SCHEMA.read_text()):
                 db.conn.execute(statement)
-        # executescript would commit our transaction; run statement by statement.
-        for statement in split_statements(SCHEMA.read_text()):
-            db.conn.execute(statement)
-        db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if upgrades:
+                broken = db.conn.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise Conflict(
+                        f"Upgrading would leave {len(broken)} row(s) pointing at nothing "
+                        f"(the first in table {broken[0][0]}); the database was not changed."
+                    )
+            db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    finally:
+        db.conn.execute("PRAGMA foreign_keys = ON")
     return before, SCHEMA_VERSION, created
 
 

@@ -91,8 +91,9 @@ def claim_due_mail(db: sqlite_utils.Database, now: datetime, limit: int = BATCH)
     if not ids:
         return []
     rows = db.conn.execute(
-        f"SELECT * FROM outbox WHERE claim = ? AND id IN ({','.join('?' * len(ids))}) ORDER BY id",
-        [claim, *ids],
+        "SELECT * FROM outbox WHERE claim = ? AND id IN (SELECT value FROM json_each(?))"
+        " ORDER BY id",
+        [claim, json.dumps(ids)],
     ).fetchall()
     return [dict(row) | {"context": json.loads(row["context"])} for row in rows]
 

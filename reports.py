@@ -111,12 +111,13 @@ def practice_report(
     """The principle over a period: counts, sessions per ended engagement, end reasons,
     usefulness by session number, and who decides before the reminder."""
     params = {"since": to_db(since), "coach": coach_id}
-    mine = "(:coach IS NULL OR engagements.coach_id = :coach)"
     started = db.conn.execute(
-        f"SELECT count(*) FROM engagements WHERE started_at >= :since AND {mine}", params
+        "SELECT count(*) FROM engagements WHERE started_at >= :since"
+        " AND (:coach IS NULL OR engagements.coach_id = :coach)",
+        params,
     ).fetchone()[0]
     ended = db.conn.execute(
-        f"""
+        """
         SELECT engagements.id, engagements.end_reason,
                (SELECT count(*) FROM sessions WHERE sessions.engagement_id = engagements.id
                   AND sessions.status = 'held') AS sessions,
@@ -126,7 +127,8 @@ def practice_report(
                    AND decisions.choice = 'stop'
                  ORDER BY decisions.decided_at DESC LIMIT 1) AS client_reason
         FROM engagements
-        WHERE status = 'ended' AND ended_at >= :since AND {mine}
+        WHERE status = 'ended' AND ended_at >= :since
+          AND (:coach IS NULL OR engagements.coach_id = :coach)
         """,
         params,
     ).fetchall()
@@ -140,7 +142,7 @@ def practice_report(
 
     ratings: dict[int, list[int]] = {}
     for row in db.conn.execute(
-        f"""
+        """
         SELECT decisions.usefulness,
                (SELECT count(*) FROM rounds AS earlier
                  WHERE earlier.engagement_id = rounds.engagement_id
@@ -149,7 +151,7 @@ def practice_report(
         JOIN rounds ON rounds.id = decisions.round_id
         JOIN engagements ON engagements.id = rounds.engagement_id
         WHERE decisions.role = 'client' AND decisions.usefulness IS NOT NULL
-          AND rounds.opened_at >= :since AND {mine}
+          AND rounds.opened_at >= :since AND (:coach IS NULL OR engagements.coach_id = :coach)
         """,
         params,
     ):
@@ -158,13 +160,13 @@ def practice_report(
     before_reminder = {}
     for role in ("coach", "client"):
         total, early = db.conn.execute(
-            f"""
+            """
             SELECT count(*), sum(decisions.decided_at < rounds.reminder_at)
             FROM decisions
             JOIN rounds ON rounds.id = decisions.round_id
             JOIN engagements ON engagements.id = rounds.engagement_id
             WHERE decisions.role = :role AND rounds.status = 'closed'
-              AND rounds.opened_at >= :since AND {mine}
+              AND rounds.opened_at >= :since AND (:coach IS NULL OR engagements.coach_id = :coach)
             """,
             params | {"role": role},
         ).fetchone()

@@ -1,4 +1,4 @@
--- twoyes schema, version 2.
+-- twoyes schema, version 3.
 --
 -- The one source of the schema: `python cli.py init` runs this file on every
 -- call (each statement is IF NOT EXISTS, so it is safe to repeat) and then
@@ -118,16 +118,19 @@ CREATE UNIQUE INDEX IF NOT EXISTS decisions_one_coach
 
 -- Only the SHA-256 of a token is kept. A decision token acts for one party
 -- (decision) in one round; a welcome-back token for one client of one
--- engagement (member).
+-- engagement (member); a coach-view token opens one coach's overview for a
+-- day (coach). (db.UPGRADES[3] repeats this shape: change both together.)
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,
-    purpose TEXT NOT NULL CHECK (purpose IN ('decide', 'welcome_back')),
+    purpose TEXT NOT NULL CHECK (purpose IN ('decide', 'welcome_back', 'coach_view')),
     decision_id INTEGER REFERENCES decisions (id),
     member_id INTEGER REFERENCES members (id),
+    coach_id INTEGER REFERENCES coaches (id),
     created_at TEXT NOT NULL,
     expires_at TEXT,
     CHECK ((purpose = 'decide') = (decision_id IS NOT NULL)),
-    CHECK ((purpose = 'welcome_back') = (member_id IS NOT NULL AND expires_at IS NOT NULL))
+    CHECK ((purpose = 'welcome_back') = (member_id IS NOT NULL AND expires_at IS NOT NULL)),
+    CHECK ((purpose = 'coach_view') = (coach_id IS NOT NULL AND expires_at IS NOT NULL))
 ) WITHOUT ROWID;
 
 -- Mail written by the system, waiting for delivery. `context` holds what the

@@ -4,8 +4,9 @@ Contract: a token is `secrets.token_urlsafe(32)` (256 random bits, 43
 characters), reveals no ids, and only its SHA-256 is stored. A decision token
 decides while its round is open and still opens (read-only) for
 DECISION_VIEW_DAYS after the round closed; a welcome-back token opens for
-WELCOME_BACK_DAYS after it was made. Anything else is "not found", whatever
-the reason, so a guess learns nothing.
+WELCOME_BACK_DAYS after it was made; a coach-view token opens one coach's
+overview for COACH_VIEW_HOURS after it was made. Anything else is "not
+found", whatever the reason, so a guess learns nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from times import from_db, later, to_db
 
 DECISION_VIEW_DAYS = 30
 WELCOME_BACK_DAYS = 365
+COACH_VIEW_HOURS = 24
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
@@ -32,13 +34,14 @@ def hash_token(raw: str) -> str:
 def _new(db: sqlite_utils.Database, now: datetime, purpose: str, **ids: int | str | None) -> str:
     raw = secrets.token_urlsafe(32)
     db.conn.execute(
-        "INSERT INTO tokens (hash, purpose, decision_id, member_id, created_at, expires_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO tokens (hash, purpose, decision_id, member_id, coach_id, created_at,"
+        " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
             hash_token(raw),
             purpose,
             ids.get("decision_id"),
             ids.get("member_id"),
+            ids.get("coach_id"),
             to_db(now),
             ids.get("expires_at"),
         ],
@@ -53,6 +56,22 @@ def new_decision_token(db: sqlite_utils.Database, decision_id: int, now: datetim
 def new_welcome_back_token(db: sqlite_utils.Database, member_id: int, now: datetime) -> str:
     return _new(
         db, now, "welcome_back", member_id=member_id, expires_at=later(now, days=WELCOME_BACK_DAYS)
+    )
+
+
+def new_coach_view_token(db: sqlite_utils.Database, coach_id: int, now: datetime) -> str:
+    """A link to one coach's overview, good for COACH_VIEW_HOURS; that coach's expired
+    links are cleared out on the way."""
+    db.conn.execute(
+        "DELETE FROM tokens WHERE purpose = 'coach_view' AND coach_id = ? AND expires_at <= ?",
+        [coach_id, to_db(now)],
+    )
+    return _new(
+        db,
+        now,
+        "coach_view",
+        coach_id=coach_id,
+        expires_at=later(now, seconds=COACH_VIEW_HOURS * 3600),
     )
 
 
@@ -78,6 +97,15 @@ def find_member_id(db: sqlite_utils.Database, raw: str, now: datetime) -> int:
     if from_db(row["expires_at"]) <= now:
         raise _not_found()
     return row["member_id"]
+
+
+def find_coach_view(db: sqlite_utils.Database, raw: str, now: datetime) -> dict:
+    """The coach whose overview a token opens, and until when; NotFound when unknown or
+    expired."""
+    row = _lookup(db, raw, "coach_view")
+    if from_db(row["expires_at"]) <= now:
+        raise _not_found()
+    return {"coach_id": row["coach_id"], "expires_at": row["expires_at"]}
 
 
 def _lookup(db: sqlite_utils.Database, raw: str, purpose: str):

@@ -1233,3 +1233,13 @@ def test_broken_configuration_is_one_line_naming_the_setting(
 def test_a_malformed_now(run, db, engagement, command, now):
     line = refused(run, db, *command, "--now", now, code=2)
     assert "--now" in line
+
+
+def test_init_refuses_a_database_newer_than_this_twoyes(run, env, db):
+    db.conn.execute("PRAGMA user_version = 99")
+    before = dump(db)
+    result = run("init")
+    assert result.exit_code == 1
+    assert "newer than this twoyes" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert dump(db) == before

@@ -1,0 +1,109 @@
+"""No token reaches a log line: not from gunicorn with the shipped gunicorn.conf.py, not
+from the development server, not from Flask's own error log."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from conftest import POLICY, ROOT, T0, deliver, free_port, links_in, token_of
+
+from sessions import record_session_done
+
+
+def wait_for(url: str, process: subprocess.Popen, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server stopped: {process.stdout.read()}")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+def visit(base: str, tokens: list[str]) -> None:
+    for token in tokens:
+        for path in (f"/d/{token}", f"/d/{token}/continue", f"/b/{token}"):
+            try:
+                urllib.request.urlopen(base + path, timeout=5).read()
+            except urllib.error.HTTPError:
+                pass  # a 404 for the welcome-back path of a decision token is fine
+
+
+def server_env(settings) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWOYES_")}
+    env.update({f"TWOYES_{key}": str(value) for key, value in settings.items()})
+    return env
+
+
+def real_tokens(app, db, engagement, smtp) -> list[str]:
+    record_session_done(db, engagement, T0, POLICY)
+    deliver(app, db)
+    return [token_of(link) for m in smtp.messages for link in links_in(m)[:1]]
+
+
+def run_server(command, settings, tokens, port):
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=server_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/healthz", process)
+        visit(f"http://127.0.0.1:{port}", tokens)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=20)
+    return output
+
+
+def test_gunicorn_with_the_shipped_config_logs_paths_without_tokens(
+    app, db, engagement, smtp, settings
+):
+    tokens = real_tokens(app, db, engagement, smtp)
+    port = free_port()
+    gunicorn = ROOT / ".venv/bin/gunicorn"
+    command = [str(gunicorn) if gunicorn.exists() else "gunicorn"]
+    log = run_server(
+        command + ["-b", f"127.0.0.1:{port}", "app:create_app()"], settings, tokens, port
+    )
+    assert '"GET /d/… HTTP/1.1" 200' in log, log  # the access log is there, tokenless
+    assert '"GET /d/…/continue HTTP/1.1" 200' in log
+    for token in tokens:
+        assert token not in log
+
+
+def test_the_development_server_logs_paths_without_tokens(app, db, engagement, smtp, settings):
+    tokens = real_tokens(app, db, engagement, smtp)
+    port = free_port()
+    log = run_server(
+        [sys.executable, "cli.py", "serve", "--port", str(port)], settings, tokens, port
+    )
+    assert "GET /d/… HTTP/1.1" in log, log
+    for token in tokens:
+        assert token not in log
+
+
+def test_flasks_error_log_leaves_the_token_out(app, db, engagement, smtp, caplog, tmp_path):
+    """A request that fails is logged with its path; the token is taken out first."""
+    tokens = real_tokens(app, db, engagement, smtp)
+    app.testing = False  # let the error handler log, as in production
+    # The database cannot be opened (a folder stands in its place): Flask logs the failure.
+    app.config["DATABASE"] = str(tmp_path)
+    broken = app.test_client()
+    with caplog.at_level(logging.ERROR, logger=app.logger.name):
+        answer = broken.get(f"/d/{tokens[0]}")
+    assert answer.status_code == 500
+    assert any("/d/…" in record.getMessage() for record in caplog.records), caplog.text
+    assert tokens[0] not in caplog.text
