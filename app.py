@@ -14,6 +14,7 @@ import math
 import os
 import secrets
 import sqlite3
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -181,16 +182,31 @@ def instance_secret(instance: Path) -> str:
     return path.read_text().strip()
 
 
+_held = threading.local()
+
+
 def get_db():
-    if "db" not in g:
-        g.db = database.connect(current_app.config["DATABASE"])
-    return g.db
+    """The database, over one connection per worker thread, kept between requests.
+
+    Opening a connection per request cost more than the request itself: when
+    the last connection to a WAL database closes, SQLite checkpoints and
+    drops the write-ahead log, and the next one rebuilds it (see bench/).
+    """
+    key = (os.getpid(), current_app.config["DATABASE"])
+    held = getattr(_held, "db", None)
+    if held is None or held[0] != key:
+        if held is not None:
+            held[1].close()
+        _held.db = None
+        _held.db = (key, database.connect(key[1]))
+    return _held.db[1]
 
 
 def close_db(exception: BaseException | None = None) -> None:
-    connection = g.pop("db", None)
-    if connection is not None:
-        connection.close()
+    """End of a request: nothing may stay half-written on the kept connection."""
+    held = getattr(_held, "db", None)
+    if held is not None and held[1].conn.in_transaction:
+        held[1].conn.execute("ROLLBACK")
 
 
 def security_headers(response):

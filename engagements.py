@@ -195,6 +195,9 @@ def end_engagement(
 IDLE_SQL = """
 SELECT engagements.id FROM engagements
 WHERE engagements.status = 'active'
+  -- Cheap tests first: most engagements started or reopened recently, or have a round.
+  AND engagements.started_at <= :cutoff
+  AND coalesce(engagements.reopened_at, '') <= :cutoff
   AND NOT EXISTS (SELECT 1 FROM rounds WHERE rounds.engagement_id = engagements.id
                     AND rounds.status = 'open')
   AND NOT EXISTS (SELECT 1 FROM sessions WHERE sessions.engagement_id = engagements.id
@@ -202,7 +205,7 @@ WHERE engagements.status = 'active'
   AND max(engagements.started_at,
           coalesce(engagements.reopened_at, ''),
           coalesce((SELECT max(rounds.closed_at) FROM rounds
-                     WHERE rounds.engagement_id = engagements.id), '')) <= ?
+                     WHERE rounds.engagement_id = engagements.id), '')) <= :cutoff
 """
 
 
@@ -210,11 +213,11 @@ def end_idle_engagements(db: sqlite_utils.Database, now: datetime, policy: Polic
     """R6: end each engagement with nothing held or planned for IDLE_DAYS; mail every party."""
     cutoff = to_db(now - timedelta(days=policy.idle_days))
     ended = []
-    for (engagement_id,) in db.conn.execute(IDLE_SQL, [cutoff]).fetchall():
+    for (engagement_id,) in db.conn.execute(IDLE_SQL, {"cutoff": cutoff}).fetchall():
         with transaction(db):
             # Re-check inside the write lock: another run may have got here first.
             if not db.conn.execute(
-                IDLE_SQL + " AND engagements.id = ?", [cutoff, engagement_id]
+                IDLE_SQL + " AND engagements.id = :id", {"cutoff": cutoff, "id": engagement_id}
             ).fetchone():
                 continue
             end_engagement(db, engagement_id, "idle", now)

@@ -107,8 +107,10 @@ def main() -> None:
     args.path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     generate(args.path, args.engagements, overdue=args.overdue, tokens_file=args.tokens)
-    print(f"wrote {args.path} ({args.engagements:,} engagements) in "
-          f"{time.perf_counter() - started:.1f} s")
+    print(
+        f"wrote {args.path} ({args.engagements:,} engagements) in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
 
 
 if __name__ == "__main__":
