@@ -30,7 +30,7 @@ import db as database
 from coach_view import OVERVIEW_DAYS, coach_overview, get_coach, get_coach_decision_id
 from errors import N_, NotFound, TwoyesError
 from events import log_event
-from forms import TEXT_MAX, DecisionForm, FormStamp, clean_text
+from forms import GARBLED, TEXT_MAX, DecisionForm, FormStamp, body_is_utf8, clean_text
 from language import init_language, translate_error
 from logs import HideTokens
 from mails import queue_welcome_back_mail
@@ -256,6 +256,8 @@ def decide_from_form(decision_id: int, now, *, via: str, show, done: str):
     db = get_db()
     if round_status_of(db, decision_id) == "closed":
         return show(status=409, notice=[ROUND_CLOSED])
+    if not body_is_utf8(request.get_data(cache=True)):
+        return show(status=400, notice=[GARBLED])
     form = DecisionForm.read(request.form)
     if not form_stamp().is_human(request.form, decision_id):
         return show(form=form, notice=[ASK_AGAIN])
@@ -367,6 +369,8 @@ def register_routes(app: Flask, limiter: Limiter) -> None:
         db = get_db()
         now = utcnow()
         member = get_welcome_back_member(db, find_member_id(db, token, now))
+        if not body_is_utf8(request.get_data(cache=True)):
+            return welcome_back_page(token, member, status=400, notice=(GARBLED, {}))
         message = clean_text(request.form.get("message")) or ""
         if len(message) > TEXT_MAX:
             notice = (

@@ -32,6 +32,7 @@ from jinja2 import TemplateError
 
 from language import subject_for
 from outbox import claim_due_mail, count_waiting, mark_failed_attempt, mark_sent
+from people import ascii_address
 
 
 @dataclass
@@ -120,13 +121,13 @@ def _build_message(mail: dict) -> flask_mail.Message:
     subject = subject_for(mail["kind"], context)
     message = Message(
         subject=subject,
-        recipients=[(mail["to_name"], mail["to_email"])],
+        recipients=[(mail["to_name"], ascii_address(mail["to_email"]))],
         body=render_template(f"mail/{mail['kind']}.txt", **values),
         # Mail clients (Gmail, Outlook) drop <style>: every rule goes onto its element.
         html=css_inline.inline(
             render_template(f"mail/{mail['kind']}.html", subject=subject, **values)
         ),
-        reply_to=(mail["reply_to_name"], mail["reply_to_email"])
+        reply_to=(mail["reply_to_name"], ascii_address(mail["reply_to_email"]))
         if mail["reply_to_email"]
         else None,
         charset="utf-8",
@@ -204,6 +205,9 @@ def _deliver_over_smtp(db, now, report) -> None:
                         f"{error.smtp_code} {error.smtp_error!r}",
                         permanent=error.smtp_code >= 500,
                     )
+                except (UnicodeError, ValueError, flask_mail.BadHeaderError) as error:
+                    # This mail cannot be put into SMTP at all; the others go on.
+                    _failed(db, mail, now, report, f"cannot be sent: {error!r}", permanent=True)
                 except (OSError, smtplib.SMTPException) as error:
                     # The connection broke: this mail and the rest wait for a later run.
                     _give_back(db, batch[position:], now, report, f"connection lost: {error}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 from itsdangerous import BadSignature, Signer
 from werkzeug.datastructures import MultiDict
@@ -20,6 +21,19 @@ HONEYPOT = "website"
 STAMP = "served"
 STAMP_MAX_AGE = 30 * 24 * 3600
 TEXT_MAX = 2000
+
+
+GARBLED = N_("The form arrived garbled, so nothing was recorded. Please try once more.")
+
+
+def body_is_utf8(body: bytes) -> bool:
+    """Whether a urlencoded form body is UTF-8 through and through (werkzeug would keep a
+    bad %FF as literal text, or drop the whole form on raw bad bytes)."""
+    try:
+        parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True
 
 
 def clean_text(value: str | None) -> str | None:

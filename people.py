@@ -8,6 +8,7 @@ a second mail header.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import unicodedata
 from datetime import datetime
@@ -27,12 +28,35 @@ ROLES = {"coach": "coaches", "client": "clients"}
 def normalise_email(address: str) -> str:
     """The address in its normal form, or Invalid with the validator's reason."""
     try:
-        return validate_email(address.strip(), check_deliverability=False).normalized
+        # No SMTPUTF8: a local part like zoë@ is refused, as not every server takes it.
+        return validate_email(
+            address.strip(), check_deliverability=False, allow_smtputf8=False
+        ).normalized
     except EmailNotValidError as error:
         raise Invalid(f"{address!r} is not a valid e-mail address: {error}") from error
 
 
+LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def ascii_address(address: str) -> str:
+    """The address as SMTP carries it: an international domain in its xn-- form.
+
+    (Python's own IDNA codec would turn straße.example into strasse.example.)
+    """
+    try:
+        return validate_email(address, check_deliverability=False).ascii_email or address
+    except EmailNotValidError:
+        return address
+
+
 def clean_name(name: str) -> str:
+    """The name with its spaces tidied; one that could pass for a mail header is refused."""
+    if LINE_BREAKS.search(name):
+        raise Invalid("A name must fit on one line.")
+    if "=?" in name:
+        # A mail program would decode "=?utf-8?q?...?=" into words of someone else's choosing.
+        raise Invalid("A name cannot contain '=?'.")
     name = " ".join(name.split())
     if not name:
         raise Invalid("A name cannot be empty.")

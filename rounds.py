@@ -51,9 +51,11 @@ def open_round(db: sqlite_utils.Database, session_id: int, now: datetime, policy
             " FROM members WHERE engagement_id = ? AND status = 'active' ORDER BY id",
             [round_id, engagement["id"]],
         )
-        for party in parties_of_round(db, round_id):
-            queue_decision_mail(db, party, now)
         log_event(db, "round_opened", now, engagement_id=engagement["id"], round_id=round_id)
+        # R5: a group already too small to reach min_members closes at once, asking no one.
+        if settle_round(db, round_id, now, deadline_passed=False) is None:
+            for party in parties_of_round(db, round_id):
+                queue_decision_mail(db, party, now)
     return round_id
 
 

@@ -1,0 +1,246 @@
+"""A night's work killed at random moments: nothing is lost, nothing doubled, the next run ends it.
+
+The machine was off for a week: 2,000 rounds are past their deadline, sessions have ended
+without their rounds, some engagements idled out and some parties are due a reminder. Then
+`python cli.py tick` runs as a real process and is killed with SIGKILL at twenty random
+moments (a seeded random, so a failure can be replayed). After every kill the database
+file must pass PRAGMA integrity_check and keep every promise of test_invariants.py; at the
+end one more tick must finish the work: every round closed once, every mail at the real
+SMTP server once. The one copy SMTP cannot avoid is that of a mail the server accepted in
+the very instant its run was killed (before the run could mark it sent); such a copy must
+carry the same Message-ID, and it may only be the mail in flight at a kill.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+from conftest import ROOT, free_port
+from test_invariants import assert_invariants
+
+import db as database
+from db import transaction
+from engagements import start_engagement
+from outbox import CLAIM_MINUTES, claim_due_mail, mark_sent
+from people import add_person
+from rounds import record_decision
+from rules import Policy
+from sessions import plan_session, record_session_done
+
+SEED = 20261127
+KILLS = 20
+OVERDUE = 2000
+DUE_SESSIONS = 100
+IDLE = 100
+REMINDERS = 100
+COACHES = 20
+POLICY = Policy(decision_days=7, reminder_days=2, idle_days=60)
+
+# The week the machine was off ends at NIGHT; the killed runs each start CLAIM_MINUTES + 1
+# later than the one before (`--now`), so a claim left by a killed run may be taken over.
+NIGHT = datetime(2026, 2, 9, 2, 0, tzinfo=UTC)
+WEEK_AGO = NIGHT - timedelta(days=POLICY.decision_days, hours=1)
+STEP = timedelta(minutes=CLAIM_MINUTES + 1)
+MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.MULTILINE | re.IGNORECASE)
+
+
+class Recorder:
+    """An SMTP server's handler that notes each accepted mail's Message-ID and when it came."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, str]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        match = MESSAGE_ID.search(envelope.content)
+        self.arrivals.append((time.monotonic(), match.group(1).decode() if match else "?"))
+        return "250 OK"
+
+
+@pytest.fixture
+def recorder():
+    handler = Recorder()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    handler.port = port
+    yield handler
+    controller.stop()
+
+
+def build_the_week(db) -> None:
+    """Everything a week without cron leaves behind, written through the domain functions."""
+    with transaction(db):
+        for number in range(COACHES):
+            add_person(db, "coach", f"Coach {number}", f"coach{number}@example.org", "en", WEEK_AGO)
+
+        def client(number: int) -> tuple[str, str]:
+            address = f"client{number}@example.org"
+            add_person(db, "client", f"Client {number}", address, "en", WEEK_AGO)
+            return f"coach{number % COACHES}@example.org", address
+
+        number = 0
+        for _ in range(OVERDUE):  # rounds past their deadline, some half answered
+            coach, address = client(number)
+            engagement = start_engagement(db, coach, [address], WEEK_AGO)
+            record_session_done(db, engagement, WEEK_AGO, POLICY)
+            if number % 5 == 0:
+                (decision_id,) = db.conn.execute(
+                    "SELECT decisions.id FROM decisions JOIN rounds"
+                    " ON rounds.id = decisions.round_id"
+                    " WHERE rounds.engagement_id = ? AND decisions.role = 'coach'",
+                    [engagement],
+                ).fetchone()
+                record_decision(db, decision_id, WEEK_AGO + timedelta(hours=1), choice="continue")
+            number += 1
+        for _ in range(DUE_SESSIONS):  # sessions that ended while the machine was off
+            coach, address = client(number)
+            engagement = start_engagement(db, coach, [address], WEEK_AGO)
+            plan_session(db, engagement, NIGHT - timedelta(days=2), 60, WEEK_AGO)
+            number += 1
+        for _ in range(REMINDERS):  # rounds whose reminder fell due during the week
+            coach, address = client(number)
+            engagement = start_engagement(db, coach, [address], WEEK_AGO)
+            record_session_done(db, engagement, NIGHT - timedelta(days=5, hours=12), POLICY)
+            number += 1
+        idle_since = NIGHT - timedelta(days=POLICY.idle_days + 1)
+        for _ in range(IDLE):  # nothing held or planned for longer than IDLE_DAYS
+            coach, address = client(number)
+            start_engagement(db, coach, [address], idle_since)
+            number += 1
+        # The decision mails went out on the days their rounds opened.
+        while batch := claim_due_mail(db, NIGHT - timedelta(days=1)):
+            for mail in batch:
+                mark_sent(db, mail, mail_sent_at(mail))
+
+
+def mail_sent_at(mail: dict) -> datetime:
+    return datetime.fromisoformat(mail["created_at"]) + timedelta(minutes=1)
+
+
+def tick_process(recorder, folder, now: datetime) -> subprocess.Popen:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("TWOYES")}
+    environment |= {
+        "TWOYES_DATABASE": str(folder / "twoyes.db"),
+        "TWOYES_INSTANCE_PATH": str(folder / "instance"),
+        "TWOYES_SECRET_KEY": "test-secret",
+        "TWOYES_BASE_URL": "http://twoyes.test",
+        "TWOYES_MAIL_SERVER": "127.0.0.1",
+        "TWOYES_MAIL_PORT": str(recorder.port),
+        "TWOYES_MAIL_DEFAULT_SENDER": "Practice <practice@example.org>",
+    }
+    return subprocess.Popen(
+        [sys.executable, "cli.py", "tick", "--now", now.isoformat()],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def counts(db) -> dict:
+    row = db.conn.execute(
+        "SELECT (SELECT count(*) FROM rounds WHERE status = 'closed'),"
+        " (SELECT count(*) FROM outbox WHERE status = 'sent'),"
+        " (SELECT count(*) FROM outbox WHERE status != 'sent')"
+    ).fetchone()
+    return {"closed": row[0], "sent": row[1], "waiting": row[2]}
+
+
+def test_tick_killed_twenty_times_loses_nothing_doubles_nothing_and_the_next_tick_ends_it(
+    recorder, tmp_path
+):
+    path = tmp_path / "twoyes.db"
+    db = database.connect(path)
+    database.init_db(db)
+    build_the_week(db)
+    sent_before = {row[0] for row in db.conn.execute("SELECT message_id FROM outbox")}
+    db.close()
+
+    rng = random.Random(SEED)
+    runs = []  # (started, killed or None, counts after)
+    now = NIGHT
+    for _ in range(KILLS):
+        process = tick_process(recorder, tmp_path, now)
+        started = time.monotonic()
+        time.sleep(rng.uniform(0.3, 2.2))
+        killed = None
+        if process.poll() is None:
+            process.kill()  # SIGKILL: no handler, no clean-up, no rollback of its own
+            killed = time.monotonic()
+        out, err = process.communicate()
+        assert "Traceback" not in err, err
+        db = database.connect(path)
+        try:
+            assert_invariants(db)
+            runs.append((started, killed, counts(db)))
+        finally:
+            db.close()
+        now += STEP
+    assert sum(killed is not None for _, killed, _ in runs) >= KILLS - 2, "the runs ended too soon"
+    progress = [after for _, _, after in runs]
+    assert progress[0] != progress[-1], "the killed runs made no progress at all"
+
+    # The next tick finishes the work, and the one after it has nothing left to do.
+    final = tick_process(recorder, tmp_path, now)
+    out, err = final.communicate(timeout=180)
+    assert final.returncode == 0, err
+    assert "locked" not in err and "Traceback" not in err, err
+    runs.append((time.monotonic(), None, None))
+    again = tick_process(recorder, tmp_path, now + STEP)
+    out, err = again.communicate(timeout=60)
+    assert (again.returncode, out.strip(), err.strip()) == (0, "", "")
+
+    db = database.connect(path)
+    assert_invariants(db, swept_at=now)
+    rounds = dict(
+        db.conn.execute(
+            "SELECT status || '/' || coalesce(outcome, ''), count(*) FROM rounds GROUP BY 1"
+        ).fetchall()
+    )
+    assert rounds == {"closed/stop": OVERDUE, "open/": DUE_SESSIONS + REMINDERS}
+    ended = dict(
+        db.conn.execute("SELECT end_reason, count(*) FROM engagements GROUP BY 1").fetchall()
+    )
+    assert ended == {"undecided": OVERDUE, "idle": IDLE, None: DUE_SESSIONS + REMINDERS}
+    statuses = dict(db.conn.execute("SELECT status, count(*) FROM outbox GROUP BY 1").fetchall())
+    expected_mails = (
+        4 * OVERDUE  # decision mails on the day, outcome mails tonight
+        + 2 * DUE_SESSIONS  # decision mails
+        + 2 * REMINDERS  # decision mails on the day
+        + 2 * REMINDERS  # reminders
+        + 2 * IDLE  # outcome mails
+    )
+    assert statuses == {"sent": expected_mails}, "every mail went out, none failed or waits"
+
+    # Each mail of tonight arrived; a second copy only of the mail in flight at a kill.
+    tonight = {
+        f"<{row[0]}@example.org>"
+        for row in db.conn.execute("SELECT message_id FROM outbox")
+        if row[0] not in sent_before
+    }
+    db.close()
+    arrivals = sorted(recorder.arrivals)
+    copies = Counter(message_id for _, message_id in arrivals)
+    assert set(copies) == tonight
+    in_flight = Counter()  # the last mail to arrive before each kill
+    for (started, killed, _), (next_started, _, _) in zip(runs, runs[1:], strict=False):
+        during = [message_id for at, message_id in arrivals if started <= at < next_started]
+        if killed is not None and during:
+            in_flight[during[-1]] += 1
+    doubled = {message_id: number for message_id, number in copies.items() if number > 1}
+    unexplained = {
+        message_id: number
+        for message_id, number in doubled.items()
+        if number - 1 > in_flight[message_id]
+    }
+    assert unexplained == {}, f"sent more than once without a kill in flight: {unexplained}"
