@@ -168,12 +168,14 @@ def _deliver_to_files(db, now, report, echo) -> None:
                 continue
             path = folder / f"{mail['id']:06d}-{mail['kind']}.eml"
             path.write_bytes(message.as_bytes())
-            echo(f"Mail {mail['id']} to {mail['to_name']} <{mail['to_email']}>: {message.subject}")
-            echo(f"  saved as {path}")
-            for name, url in links_of(mail).items():
-                echo(f"  {name}: {url}")
+            links = links_of(mail)  # before mark_sent wipes the tokens
+            # Marked first: a reader who closes our stdout (| head) must not leave it 'sending'.
             mark_sent(db, mail, now)
             report.sent += 1
+            echo(f"Mail {mail['id']} to {mail['to_name']} <{mail['to_email']}>: {message.subject}")
+            echo(f"  saved as {path}")
+            for name, url in links.items():
+                echo(f"  {name}: {url}")
 
 
 def _deliver_over_smtp(db, now, report) -> None:
