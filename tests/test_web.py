@@ -1145,3 +1145,19 @@ def test_token_pages_are_rate_limited_per_address(settings, engagement, db, app,
     assert browser.post("/b/" + "C" * 43).status_code == 429  # one budget for all token routes
     other = limited.test_client()
     assert other.get("/healthz").status_code == 200  # pages without tokens are not limited
+
+
+def test_a_generated_secret_key_is_kept_readable_by_its_owner_only(settings, tmp_path):
+    """Without TWOYES_SECRET_KEY one is generated into the instance folder, mode 0600,
+    and the next start reads the same one (stamps stay valid across restarts)."""
+    import stat
+
+    from app import create_app
+
+    mine = {key: value for key, value in settings.items() if key != "SECRET_KEY"}
+    mine["INSTANCE_PATH"] = str(tmp_path / "fresh-instance")
+    first = create_app(mine)
+    path = tmp_path / "fresh-instance" / "secret_key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(first.config["SECRET_KEY"]) >= 32
+    assert create_app(mine).config["SECRET_KEY"] == first.config["SECRET_KEY"]
