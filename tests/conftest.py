@@ -6,6 +6,7 @@ our own is mocked; the clock is moved by passing `now`.
 from __future__ import annotations
 
 import email
+import os
 import re
 import socket
 import sys
@@ -17,6 +18,13 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
+from hypothesis import settings as hypothesis_settings
+
+# In CI the property tests draw the same examples every run, so a landing never depends on
+# luck; on a developer's machine they keep exploring (and keep what they find in .hypothesis/).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
