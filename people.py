@@ -92,10 +92,10 @@ def get_person_by_email(db: sqlite_utils.Database, role: str, email: str) -> dic
     # The table name comes from ROLES, never from input.
     sql = f"SELECT * FROM {ROLES[role]} WHERE email = ?"  # nosec B608
     row = db.conn.execute(sql, [email.strip()]).fetchone()
-    if row is not None and dict(row).get("forgotten_at"):
-        row = None  # a forgotten client answers to no address, not even their placeholder
     if row is None:
         row = db.conn.execute(sql, [normalise_email(email)]).fetchone()
+    if row is not None and dict(row).get("forgotten_at"):
+        row = None  # a forgotten client answers to no address, not even their placeholder
     if row is None:
         raise NotFound(
             f"There is no {role} with the address {email.strip()}; add one with "

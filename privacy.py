@@ -28,7 +28,7 @@ from errors import NotFound
 from events import log_event
 from members import remove_member
 from outbox import without_links
-from people import normalise_email
+from people import get_person_by_email
 from times import to_db
 from tokens import DECISION_VIEW_DAYS, WELCOME_BACK_DAYS
 
@@ -45,17 +45,13 @@ def forgotten_email(client_id: int) -> str:
 
 def get_client(db: sqlite_utils.Database, email: str) -> dict:
     """The client with this address; NotFound (or Invalid for a malformed address) otherwise."""
-    address = email.strip()
-    sql = "SELECT * FROM clients WHERE email = ? AND forgotten_at IS NULL"
-    row = db.conn.execute(sql, [address]).fetchone()
-    if row is None:
-        row = db.conn.execute(sql, [normalise_email(address)]).fetchone()
-    if row is None:
+    try:
+        return get_person_by_email(db, "client", email)
+    except NotFound as error:
         raise NotFound(
-            f"There is no client with the address {address}; check the spelling "
+            f"There is no client with the address {email.strip()}; check the spelling "
             "(a client who was forgotten cannot be found by any address)."
-        )
-    return dict(row)
+        ) from error
 
 
 # -- access ------------------------------------------------------------------------------
