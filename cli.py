@@ -573,18 +573,19 @@ def close_undecided(now, dry_run, as_json):
         print_json(ended)
         return
     verb = "Would close" if dry_run else "Closed"
+    lines = []
     for item in ended:
         if "round_id" in item:
             result = (
                 "continues" if item["outcome"] == "continue" else f"ends ({item['end_reason']})"
             )
-            click.echo(
+            lines.append(
                 f"{verb} round {item['round_id']}: engagement {item['engagement_id']} {result}"
             )
         else:
-            click.echo(f"{verb} engagement {item['engagement_id']}: idle")
-    if not ended:
-        click.echo("Nothing is past its deadline or idle.")
+            lines.append(f"{verb} engagement {item['engagement_id']}: idle")
+    # One write: a sweep can end a hundred thousand engagements.
+    click.echo("\n".join(lines) or "Nothing is past its deadline or idle.")
 
 
 def report_delivery(report) -> None:

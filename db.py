@@ -78,6 +78,11 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     conn.execute("PRAGMA foreign_keys = ON")
     # Deleted rows (tokens, wiped links) are overwritten, not left in free pages.
     conn.execute("PRAGMA secure_delete = ON")
+    # Up to 16 MB of pages, grown only as used: a deadline sweep rewrites thousands of
+    # index pages per batch, and SQLite's 2 MB default spilled them to disk twice.
+    conn.execute("PRAGMA cache_size = -16000")
+    # Scratch tables (mails.py builds a sweep's mails in one) stay in memory.
+    conn.execute("PRAGMA temp_store = MEMORY")
     return sqlite_utils.Database(conn, execute_plugins=False)
 
 

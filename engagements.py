@@ -13,8 +13,7 @@ import sqlite_utils
 from db import transaction
 from errors import Conflict, Invalid, NotFound
 from events import log_event
-from mails import queue_outcome_mail
-from parties import parties_of_engagement
+from mails import queue_outcome_mails
 from people import get_person_by_email
 from rules import Policy
 from times import to_db
@@ -182,14 +181,64 @@ def end_engagement(
     db: sqlite_utils.Database, engagement_id: int, reason: str, now: datetime
 ) -> bool:
     """Mark an active engagement ended; False when another run ended it first."""
-    cursor = db.conn.execute(
-        "UPDATE engagements SET status = 'ended', end_reason = ?, ended_at = ?"
-        " WHERE id = ? AND status = 'active'",
-        [reason, to_db(now), engagement_id],
+    stage_endings(db, [stop_without_round(engagement_id, reason)])
+    return bool(end_staged_engagements(db, now))
+
+
+def stop_without_round(engagement_id: int, reason: str) -> dict:
+    """An ending for `stage_endings` that closes no round (idle, a client forgotten)."""
+    return {
+        "engagement_id": engagement_id,
+        "round_id": None,
+        "outcome": "stop",
+        "end_reason": reason,
+    }
+
+
+def stage_endings(db: sqlite_utils.Database, endings: list[dict]) -> None:
+    """Put what ends in this transaction in `temp.ending`, for set-based statements to carry out.
+
+    Each ending has an `engagement_id`, the `round_id` that closes (None when
+    no round does), its `outcome` and `end_reason`. The deadline sweep ends
+    thousands of engagements at once: one statement each for the engagements,
+    their events and their mails is what keeps it close to bare SQL (bench/).
+    """
+    db.conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS ending (engagement_id INTEGER PRIMARY KEY,"
+        " round_id INTEGER UNIQUE, outcome TEXT NOT NULL, end_reason TEXT)"
     )
-    if cursor.rowcount:
-        log_event(db, "engagement_ended", now, engagement_id=engagement_id, reason=reason)
-    return bool(cursor.rowcount)
+    db.conn.execute("DELETE FROM temp.ending")
+    db.conn.executemany(
+        "INSERT INTO temp.ending VALUES (:engagement_id, :round_id, :outcome, :end_reason)",
+        endings,
+    )
+
+
+def end_staged_engagements(db: sqlite_utils.Database, now: datetime) -> int:
+    """End each staged engagement whose outcome is stop and that is still active; how many.
+
+    The caller holds the write lock, so what is active for the event is active for the update.
+    """
+    at = {"at": to_db(now)}
+    db.conn.execute(
+        """
+        INSERT INTO events (at, kind, engagement_id, detail)
+        SELECT :at, 'engagement_ended', engagements.id, json_object('reason', ending.end_reason)
+        FROM temp.ending CROSS JOIN engagements ON engagements.id = ending.engagement_id
+        WHERE ending.outcome = 'stop' AND engagements.status = 'active'
+        ORDER BY engagements.id
+        """,
+        at,
+    )
+    return db.conn.execute(
+        """
+        UPDATE engagements SET status = 'ended', end_reason = ending.end_reason, ended_at = :at
+        FROM temp.ending
+        WHERE engagements.id = ending.engagement_id AND ending.outcome = 'stop'
+          AND engagements.status = 'active'
+        """,
+        at,
+    ).rowcount
 
 
 IDLE_SQL = """
@@ -220,8 +269,8 @@ def end_idle_engagements(db: sqlite_utils.Database, now: datetime, policy: Polic
                 IDLE_SQL + " AND engagements.id = :id", {"cutoff": cutoff, "id": engagement_id}
             ).fetchone():
                 continue
-            end_engagement(db, engagement_id, "idle", now)
-            for party in parties_of_engagement(db, engagement_id):
-                queue_outcome_mail(db, party, now, outcome="stop", end_reason="idle", summary={})
+            stage_endings(db, [stop_without_round(engagement_id, "idle")])
+            end_staged_engagements(db, now)
+            queue_outcome_mails(db, now)
         ended.append({"engagement_id": engagement_id, "end_reason": "idle"})
     return ended

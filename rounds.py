@@ -8,23 +8,24 @@ write lock, so overlapping cron runs open, remind and close each thing once.
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections import Counter
 from datetime import datetime
 
 import sqlite_utils
 
 from db import transaction
-from engagements import end_engagement, get_engagement
+from engagements import end_staged_engagements, get_engagement, stage_endings
 from errors import N_, Conflict, Invalid
 from events import log_event
-from mails import queue_decision_mail, queue_outcome_mail
-from parties import parties_of_round, parties_of_rounds
-from rules import LOW_USEFULNESS, Policy, Verdict, check_decision, judge_round
+from mails import queue_decision_mail, queue_outcome_mails
+from parties import parties_of_round
+from rules import Policy, Verdict, check_decision, judge_round
 from times import later, to_db
 
-SWEEP_BATCH = 500
+# Rounds per transaction in a sweep. Larger batches rewrite the random-keyed index pages
+# (token hashes) fewer times; 10,000 holds the write lock for about a second, which a
+# web request waits out (bench/, issue 7).
+SWEEP_BATCH = 5_000
 
 
 def open_round(db: sqlite_utils.Database, session_id: int, now: datetime, policy: Policy) -> int:
@@ -183,7 +184,8 @@ def leave_group(db: sqlite_utils.Database, member_id: int, engagement_id: int, n
 
 
 ROUND_FACTS = (
-    "SELECT rounds.*, engagements.kind, engagements.min_members FROM rounds"
+    "SELECT rounds.id, rounds.engagement_id, rounds.status, engagements.kind,"
+    " engagements.min_members FROM rounds"
     " JOIN engagements ON engagements.id = rounds.engagement_id"
 )
 
@@ -234,74 +236,41 @@ def close_rounds(
     """
     if not rounds:
         return
-    at = to_db(now)
-    db.conn.executemany(
-        "UPDATE rounds SET status = 'closed', outcome = ?, closed_at = ?"
-        " WHERE id = ? AND status = 'open'",
-        [(verdicts[round_["id"]].outcome, at, round_["id"]) for round_ in rounds],
+    stage_endings(
+        db,
+        [
+            {
+                "engagement_id": round_["engagement_id"],
+                "round_id": round_["id"],
+                "outcome": verdicts[round_["id"]].outcome,
+                "end_reason": verdicts[round_["id"]].end_reason,
+            }
+            for round_ in rounds
+        ],
+    )
+    at = {"at": to_db(now)}
+    db.conn.execute(
+        "UPDATE rounds SET status = 'closed', outcome = ending.outcome, closed_at = :at"
+        " FROM temp.ending WHERE rounds.id = ending.round_id AND rounds.status = 'open'",
+        at,
     )
     for round_ in rounds:
-        verdict, engagement_id = verdicts[round_["id"]], round_["engagement_id"]
-        for client_id in verdict.leaving:
+        engagement_id = round_["engagement_id"]
+        for client_id in verdicts[round_["id"]].leaving:
             member_id = db.conn.execute(
                 "SELECT id FROM members WHERE engagement_id = ? AND client_id = ?",
                 [engagement_id, client_id],
             ).fetchone()[0]
             leave_group(db, member_id, engagement_id, now)
-        if verdict.outcome == "stop":
-            end_engagement(db, engagement_id, verdict.end_reason, now)
-        log_event(
-            db,
-            "round_closed",
-            now,
-            engagement_id=engagement_id,
-            round_id=round_["id"],
-            outcome=verdict.outcome,
-            end_reason=verdict.end_reason,
-        )
-    parties = parties_of_rounds(db, [round_["id"] for round_ in rounds])
-    for round_id, group in itertools.groupby(parties, key=lambda party: party["round_id"]):
-        group = list(group)
-        summary = round_summary(group)
-        verdict = verdicts[round_id]
-        for party in group:
-            queue_outcome_mail(
-                db,
-                party,
-                now,
-                outcome=verdict.outcome,
-                end_reason=verdict.end_reason,
-                summary=summary,
-            )
-
-
-def round_summary(parties: list[dict]) -> dict:
-    """What an outcome mail may tell everyone: counts, and for the coach who chose what."""
-    clients = [party for party in parties if party["role"] == "client"]
-    counts = Counter(party["choice"] or "silent" for party in clients)
-    coach = next(party for party in parties if party["role"] == "coach")
-    return {
-        "coach_choice": coach["choice"],
-        "members_total": len(clients),
-        "members_continuing": counts["continue"],
-        "members_stopped": counts["stop"],
-        "members_silent": counts["silent"],
-        "low_usefulness": [
-            {"name": party["name"], "usefulness": party["usefulness"]}
-            for party in clients
-            if party["usefulness"] is not None and party["usefulness"] <= LOW_USEFULNESS
-        ],
-        "client_choices": [
-            {
-                "name": party["name"],
-                "choice": party["choice"],
-                "reason": party["reason"],
-                "usefulness": party["usefulness"],
-                "note": party["note"],
-            }
-            for party in clients
-        ],
-    }
+    end_staged_engagements(db, now)
+    db.conn.execute(
+        "INSERT INTO events (at, kind, engagement_id, round_id, detail)"
+        " SELECT :at, 'round_closed', engagement_id, round_id,"
+        " json_object('end_reason', end_reason, 'outcome', outcome)"
+        " FROM temp.ending ORDER BY round_id",
+        at,
+    )
+    queue_outcome_mails(db, now)
 
 
 def close_overdue_rounds(db: sqlite_utils.Database, now: datetime) -> list[dict]:

@@ -31,22 +31,31 @@ def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode("ascii")).hexdigest()
 
 
+INSERT_INTO_TOKENS = (
+    "INSERT INTO tokens (hash, purpose, decision_id, member_id, coach_id, created_at,"
+    " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _new(db: sqlite_utils.Database, now: datetime, purpose: str, **ids: int | str | None) -> str:
-    raw = secrets.token_urlsafe(32)
-    db.conn.execute(
-        "INSERT INTO tokens (hash, purpose, decision_id, member_id, coach_id, created_at,"
-        " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            hash_token(raw),
-            purpose,
-            ids.get("decision_id"),
-            ids.get("member_id"),
-            ids.get("coach_id"),
-            to_db(now),
-            ids.get("expires_at"),
-        ],
-    )
+    raw, row = _token_row(now, purpose, **ids)
+    db.conn.execute(INSERT_INTO_TOKENS, row)
     return raw
+
+
+def _token_row(now: datetime, purpose: str, **ids: int | str | None) -> tuple[str, tuple]:
+    """A fresh raw token, and the row that stores only its hash."""
+    raw = secrets.token_urlsafe(32)
+    row = (
+        hash_token(raw),
+        purpose,
+        ids.get("decision_id"),
+        ids.get("member_id"),
+        ids.get("coach_id"),
+        to_db(now),
+        ids.get("expires_at"),
+    )
+    return raw, row
 
 
 def new_decision_token(db: sqlite_utils.Database, decision_id: int, now: datetime) -> str:
@@ -54,9 +63,20 @@ def new_decision_token(db: sqlite_utils.Database, decision_id: int, now: datetim
 
 
 def new_welcome_back_token(db: sqlite_utils.Database, member_id: int, now: datetime) -> str:
-    return _new(
-        db, now, "welcome_back", member_id=member_id, expires_at=later(now, days=WELCOME_BACK_DAYS)
-    )
+    return new_welcome_back_tokens(db, [member_id], now)[member_id]
+
+
+def new_welcome_back_tokens(
+    db: sqlite_utils.Database, member_ids: list[int], now: datetime
+) -> dict[int, str]:
+    """A welcome-back link for each member, written in one statement (a sweep ends thousands)."""
+    expires_at = later(now, days=WELCOME_BACK_DAYS)
+    made = {
+        member_id: _token_row(now, "welcome_back", member_id=member_id, expires_at=expires_at)
+        for member_id in member_ids
+    }
+    db.conn.executemany(INSERT_INTO_TOKENS, [row for _, row in made.values()])
+    return {member_id: raw for member_id, (raw, _) in made.items()}
 
 
 def new_coach_view_token(db: sqlite_utils.Database, coach_id: int, now: datetime) -> str:

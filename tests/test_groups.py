@@ -1152,3 +1152,31 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
             for other in everyone:
                 if other != who:
                     assert address(other) not in body and name(other) not in body
+
+
+def test_the_coachs_outcome_mail_lists_members_in_the_order_they_joined(
+    app, db, client, smtp, crew
+):
+    """The deadline sweep writes its mails with SQL: the coach's list keeps the members'
+    order (not the order the clients were added to the practice), names each low rating,
+    and tells no client what the others said."""
+    engagement_id = start_group(db, "gijs", "anna", "eva", "ben")
+    open_round_and_mail(app, db, client, smtp, engagement_id)
+    decide_by_mail(client, only_mail(smtp, "gijs", ASK), "continue", usefulness="3")
+    decide_by_mail(client, only_mail(smtp, "anna", ASK), "continue", usefulness="9")
+    decide_by_mail(client, only_mail(smtp, "eva", ASK), "continue", usefulness="2")
+    mark = len(smtp.messages)
+    close_overdue_rounds(db, T0 + timedelta(days=7, minutes=1))
+    send(app, db, T0 + timedelta(days=7, minutes=2))
+
+    coach = plain(text_of(only_mail(smtp, "coach", since=mark)))
+    said = [coach.index(f"- {name(who)}:") for who in ("gijs", "anna", "eva", "ben")]
+    assert said == sorted(said), coach
+    assert "Ben Bakker: no answer" in coach
+    assert "Gijs Groen rated this session 3 out of 10" in coach
+    assert "Eva Evers rated this session 2 out of 10" in coach
+    assert "Anna Aalders rated" not in coach
+    for who in ("gijs", "anna", "eva", "ben"):
+        body = plain(text_of(only_mail(smtp, who, since=mark)))
+        others = [name(other) for other in ("gijs", "anna", "eva", "ben") if other != who]
+        assert not any(other in body for other in others), body

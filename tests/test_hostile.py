@@ -105,7 +105,7 @@ def welcome_token(db, web) -> str:
     assert stopped.status_code == 303
     (context,) = db.conn.execute(
         "SELECT context FROM outbox WHERE engagement_id = ? AND kind = 'outcome'"
-        " AND context LIKE '%welcome_back_token%'",
+        " AND context ->> 'welcome_back_token' IS NOT NULL",
         [made["engagement"]],
     ).fetchone()
     return json.loads(context)["welcome_back_token"]

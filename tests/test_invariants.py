@@ -387,6 +387,17 @@ class Ledger:
             for address, number in to.items():
                 if address not in withdrawn or number > 1:
                     self.say(f"round {round_id}: {number} decision mails to {address}, not a party")
+            # A reminder already handed to SMTP stays sent when its member is removed later.
+            accounted.update(
+                mail["id"]
+                for mail in self.outbox
+                if mail["kind"] == "reminder"
+                and mail["engagement_id"] == engagement_id
+                and mail["to_email"] in withdrawn
+                and mail["status"] == "sent"
+                and mail["created_at"] >= round_["opened_at"]
+                and (round_["closed_at"] is None or mail["created_at"] <= round_["closed_at"])
+            )
             if round_["status"] == "closed":
                 outcome_mails = self.mails["outcome", engagement_id, round_["closed_at"]]
                 accounted.update(mail["id"] for mail in outcome_mails)
