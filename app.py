@@ -20,8 +20,6 @@ from pathlib import Path
 
 from flask import Flask, current_app, g, redirect, render_template, request, url_for
 from flask_babel import gettext
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_mail import Mail
 from limits import parse_many
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -36,6 +34,7 @@ from logs import HideTokens
 from mails import queue_welcome_back_mail
 from parties import describe_party, get_welcome_back_member, round_status_of
 from privacy import retention_terms
+from rate_limits import TokenRateLimit
 from report_pages import ENGAGEMENT_ENDINGS, format_date, report_charts
 from reports import practice_report
 from rounds import record_decision
@@ -96,8 +95,6 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     load_settings(app)
     mail.init_app(app)
-    # Token routes are rate limited per client address: nobody tries tokens by the thousand.
-    limiter = Limiter(get_remote_address, app=app)
     if app.config["PROXIES"]:
         # Behind nginx or Caddy the client's address is in X-Forwarded-For.
         hops = int(app.config["PROXIES"])
@@ -110,7 +107,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(TwoyesError, show_error)
     for status in (400, 404, 405, 413, 429, 500):
         app.register_error_handler(status, show_http_error)
-    register_routes(app, limiter)
+    # Token routes are rate limited per client address: nobody tries tokens by the thousand.
+    tokens_limit = TokenRateLimit(
+        app.config["TOKEN_RATE_LIMIT"], app.config["RATELIMIT_STORAGE_URI"]
+    )
+    register_routes(app, tokens_limit)
     app.logger.addFilter(HideTokens())  # Flask logs the path of a request that failed
     return app
 
@@ -287,11 +288,7 @@ def form_stamp() -> FormStamp:
     return FormStamp(current_app.config["SECRET_KEY"], current_app.config["MIN_DECISION_SECONDS"])
 
 
-def register_routes(app: Flask, limiter: Limiter) -> None:
-    tokens_limit = limiter.shared_limit(
-        lambda: current_app.config["TOKEN_RATE_LIMIT"], scope="tokens"
-    )
-
+def register_routes(app: Flask, tokens_limit: TokenRateLimit) -> None:
     def decision_page(token: str, *, status: int = 200, preselect=None, form=None, notice=()):
         """The party's page, in their language.
 
@@ -421,7 +418,7 @@ def register_routes(app: Flask, limiter: Limiter) -> None:
     app.register_error_handler(NotFound, show_error)
 
 
-def register_coach_routes(app: Flask, tokens_limit) -> None:
+def register_coach_routes(app: Flask, tokens_limit: TokenRateLimit) -> None:
     """The coach's overview behind `python cli.py coach link EMAIL`: one coach's own
     engagements, open rounds and report; deciding their own open rounds from there."""
 

@@ -1145,6 +1145,15 @@ def test_token_pages_are_rate_limited_per_address(settings, engagement, db, app,
     assert browser.post("/b/" + "C" * 43).status_code == 429  # one budget for all token routes
     other = limited.test_client()
     assert other.get("/healthz").status_code == 200  # pages without tokens are not limited
+    elsewhere = {"REMOTE_ADDR": "192.0.2.7"}
+    assert browser.get("/d/" + "D" * 43, environ_base=elsewhere).status_code == 404  # own budget
+
+
+def test_the_rate_limit_setting_must_read_like_limits(settings):
+    from app import ConfigError, create_app
+
+    with pytest.raises(ConfigError, match="TWOYES_TOKEN_RATE_LIMIT"):
+        create_app({**settings, "TOKEN_RATE_LIMIT": "lots"})
 
 
 def test_a_generated_secret_key_is_kept_readable_by_its_owner_only(settings, tmp_path):
