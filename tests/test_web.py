@@ -1170,3 +1170,15 @@ def test_a_generated_secret_key_is_kept_readable_by_its_owner_only(settings, tmp
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(first.config["SECRET_KEY"]) >= 32
     assert create_app(mine).config["SECRET_KEY"] == first.config["SECRET_KEY"]
+
+
+def test_no_page_keeps_a_session_or_sets_a_cookie(app, client):
+    """twoyes opens no cookie session (app.NoSessions): links carry their tokens, and a page
+    remembers nothing of its reader."""
+    import flask
+
+    for path in ("/", "/privacy", "/d/" + "A" * 43, "/b/" + "A" * 43, "/nothing"):
+        assert "Set-Cookie" not in client.get(path).headers, path
+    with app.test_request_context("/"):
+        with pytest.raises(RuntimeError):
+            flask.session["seen"] = True  # Flask's null session refuses to remember
