@@ -110,6 +110,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
     load_settings(app)
+    app.extensions["twoyes_form_stamp"] = FormStamp(
+        app.config["SECRET_KEY"], app.config["MIN_DECISION_SECONDS"]
+    )
     app.session_interface = NoSessions()
     mail.init_app(app)
     if app.config["PROXIES"]:
@@ -302,7 +305,8 @@ def decide_from_form(decision_id: int, now, *, via: str, show, done: str):
 
 
 def form_stamp() -> FormStamp:
-    return FormStamp(current_app.config["SECRET_KEY"], current_app.config["MIN_DECISION_SECONDS"])
+    """The app's stamp signer, made once by create_app (the settings do not change)."""
+    return current_app.extensions["twoyes_form_stamp"]
 
 
 def register_routes(app: Flask, tokens_limit: TokenRateLimit) -> None:
