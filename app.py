@@ -19,9 +19,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, current_app, g, redirect, render_template, request, url_for
+from flask.sessions import SessionInterface
 from flask_babel import gettext
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_mail import Mail
 from limits import parse_many
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -36,6 +35,7 @@ from logs import HideTokens
 from mails import queue_welcome_back_mail
 from parties import describe_party, get_welcome_back_member, round_status_of
 from privacy import retention_terms
+from rate_limits import TokenRateLimit
 from report_pages import ENGAGEMENT_ENDINGS, format_date, report_charts
 from reports import practice_report
 from rounds import record_decision
@@ -78,6 +78,21 @@ ROUND_CLOSED = N_("This round is closed already, so nothing was changed. The out
 ASK_AGAIN = N_("Please confirm your choice by pressing the button once more.")
 
 
+class NoSessions(SessionInterface):
+    """No cookie session: every link carries its own token, and nothing else is remembered.
+
+    Flask's default builds a signing serializer to open a session cookie on
+    every request (0.03 ms) that twoyes never reads; this gives each request
+    Flask's null session at once, and no response ever sets a cookie.
+    """
+
+    def open_session(self, app, request):
+        return None
+
+    def save_session(self, app, session, response):
+        return None
+
+
 class ConfigError(Exception):
     """A setting that cannot work; the message names it and says what would."""
 
@@ -95,9 +110,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
     load_settings(app)
+    app.extensions["twoyes_form_stamp"] = FormStamp(
+        app.config["SECRET_KEY"], app.config["MIN_DECISION_SECONDS"]
+    )
+    app.session_interface = NoSessions()
     mail.init_app(app)
-    # Token routes are rate limited per client address: nobody tries tokens by the thousand.
-    limiter = Limiter(get_remote_address, app=app)
     if app.config["PROXIES"]:
         # Behind nginx or Caddy the client's address is in X-Forwarded-For.
         hops = int(app.config["PROXIES"])
@@ -110,7 +127,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(TwoyesError, show_error)
     for status in (400, 404, 405, 413, 429, 500):
         app.register_error_handler(status, show_http_error)
-    register_routes(app, limiter)
+    # Token routes are rate limited per client address: nobody tries tokens by the thousand.
+    tokens_limit = TokenRateLimit(
+        app.config["TOKEN_RATE_LIMIT"], app.config["RATELIMIT_STORAGE_URI"]
+    )
+    register_routes(app, tokens_limit)
     app.logger.addFilter(HideTokens())  # Flask logs the path of a request that failed
     return app
 
@@ -284,14 +305,11 @@ def decide_from_form(decision_id: int, now, *, via: str, show, done: str):
 
 
 def form_stamp() -> FormStamp:
-    return FormStamp(current_app.config["SECRET_KEY"], current_app.config["MIN_DECISION_SECONDS"])
+    """The app's stamp signer, made once by create_app (the settings do not change)."""
+    return current_app.extensions["twoyes_form_stamp"]
 
 
-def register_routes(app: Flask, limiter: Limiter) -> None:
-    tokens_limit = limiter.shared_limit(
-        lambda: current_app.config["TOKEN_RATE_LIMIT"], scope="tokens"
-    )
-
+def register_routes(app: Flask, tokens_limit: TokenRateLimit) -> None:
     def decision_page(token: str, *, status: int = 200, preselect=None, form=None, notice=()):
         """The party's page, in their language.
 
@@ -421,7 +439,7 @@ def register_routes(app: Flask, limiter: Limiter) -> None:
     app.register_error_handler(NotFound, show_error)
 
 
-def register_coach_routes(app: Flask, tokens_limit) -> None:
+def register_coach_routes(app: Flask, tokens_limit: TokenRateLimit) -> None:
     """The coach's overview behind `python cli.py coach link EMAIL`: one coach's own
     engagements, open rounds and report; deciding their own open rounds from there."""
 

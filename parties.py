@@ -99,22 +99,18 @@ def describe_party(
     closes, not even whether the coach has decided: in an open round between
     two that could only be a continue (so that nobody answers to please the other).
     """
-    parties = parties_of_round(
-        db,
-        db.conn.execute("SELECT round_id FROM decisions WHERE id = ?", [decision_id]).fetchone()[0],
-    )
+    parties = [dict(row) for row in db.conn.execute(PAGE_PARTIES, [decision_id])]
     me = next(party for party in parties if party["id"] == decision_id)
-    round_ = db.conn.execute(
-        "SELECT rounds.status, rounds.outcome, rounds.closed_at, engagements.end_reason,"
-        " engagements.status AS engagement_status"
-        " FROM rounds JOIN engagements ON engagements.id = rounds.engagement_id"
-        " WHERE rounds.id = ?",
-        [me["round_id"]],
-    ).fetchone()
     others = [party for party in parties if party["id"] != decision_id]
     view = {
         "me": me,
-        "round": dict(round_),
+        "round": {
+            "status": me["round_status"],
+            "outcome": me["outcome"],
+            "closed_at": me["closed_at"],
+            "end_reason": me["end_reason"],
+            "engagement_status": me["engagement_status"],
+        },
         "group": me["kind"] == "group",
         # Members only: counting the coach would tell the last member the coach's choice.
         "members_decided": sum(1 for p in parties if p["role"] == "client" and p["choice"]),
@@ -128,6 +124,33 @@ def describe_party(
             for party in others
         ]
     return view
+
+
+# Every party of one decision's round with what its page shows, in one query (a page
+# is opened far more often than a mail is written, so none of parties_of_rounds'
+# per-party subqueries for mails).
+PAGE_PARTIES = """
+SELECT decisions.*, rounds.engagement_id, rounds.deadline_at,
+       rounds.status AS round_status, rounds.outcome, rounds.closed_at,
+       sessions.starts_at AS session_at,
+       engagements.title, engagements.kind, engagements.end_reason,
+       engagements.status AS engagement_status,
+       coaches.name AS coach_name,
+       coalesce(clients.name, coaches.name) AS name,
+       coalesce(clients.lang, coaches.lang) AS lang,
+       members.id AS member_id, members.status AS member_status
+FROM decisions AS mine
+JOIN rounds ON rounds.id = mine.round_id
+JOIN decisions ON decisions.round_id = rounds.id
+JOIN sessions ON sessions.id = rounds.session_id
+JOIN engagements ON engagements.id = rounds.engagement_id
+JOIN coaches ON coaches.id = engagements.coach_id
+LEFT JOIN clients ON clients.id = decisions.client_id
+LEFT JOIN members ON members.engagement_id = rounds.engagement_id
+                 AND members.client_id = decisions.client_id
+WHERE mine.id = ?
+ORDER BY decisions.role = 'client', decisions.id
+"""
 
 
 def get_welcome_back_member(db: sqlite_utils.Database, member_id: int) -> dict:

@@ -97,15 +97,17 @@ def new_coach_view_token(db: sqlite_utils.Database, coach_id: int, now: datetime
 
 def find_decision_id(db: sqlite_utils.Database, raw: str, now: datetime) -> int:
     """The decision a token acts for; NotFound when unknown, malformed or expired."""
-    row = _lookup(db, raw, "decide")
-    round_ = db.conn.execute(
-        "SELECT rounds.status, rounds.closed_at FROM decisions"
-        " JOIN rounds ON rounds.id = decisions.round_id WHERE decisions.id = ?",
-        [row["decision_id"]],
-    ).fetchone()
+    row = _lookup(
+        db,
+        raw,
+        "SELECT tokens.decision_id, rounds.status, rounds.closed_at FROM tokens"
+        " JOIN decisions ON decisions.id = tokens.decision_id"
+        " JOIN rounds ON rounds.id = decisions.round_id"
+        " WHERE tokens.hash = ? AND tokens.purpose = 'decide'",
+    )
     if (
-        round_["status"] == "closed"
-        and from_db(round_["closed_at"]) + timedelta(days=DECISION_VIEW_DAYS) <= now
+        row["status"] == "closed"
+        and from_db(row["closed_at"]) + timedelta(days=DECISION_VIEW_DAYS) <= now
     ):
         raise _not_found()
     return row["decision_id"]
@@ -113,7 +115,7 @@ def find_decision_id(db: sqlite_utils.Database, raw: str, now: datetime) -> int:
 
 def find_member_id(db: sqlite_utils.Database, raw: str, now: datetime) -> int:
     """The member a welcome-back token belongs to; NotFound when unknown or expired."""
-    row = _lookup(db, raw, "welcome_back")
+    row = _lookup(db, raw, "SELECT * FROM tokens WHERE hash = ? AND purpose = 'welcome_back'")
     if from_db(row["expires_at"]) <= now:
         raise _not_found()
     return row["member_id"]
@@ -122,18 +124,17 @@ def find_member_id(db: sqlite_utils.Database, raw: str, now: datetime) -> int:
 def find_coach_view(db: sqlite_utils.Database, raw: str, now: datetime) -> dict:
     """The coach whose overview a token opens, and until when; NotFound when unknown or
     expired."""
-    row = _lookup(db, raw, "coach_view")
+    row = _lookup(db, raw, "SELECT * FROM tokens WHERE hash = ? AND purpose = 'coach_view'")
     if from_db(row["expires_at"]) <= now:
         raise _not_found()
     return {"coach_id": row["coach_id"], "expires_at": row["expires_at"]}
 
 
-def _lookup(db: sqlite_utils.Database, raw: str, purpose: str):
+def _lookup(db: sqlite_utils.Database, raw: str, sql: str):
+    """The row `sql` finds for the token's hash (its one parameter); NotFound if none."""
     if not TOKEN_SHAPE.fullmatch(raw):
         raise _not_found()
-    row = db.conn.execute(
-        "SELECT * FROM tokens WHERE hash = ? AND purpose = ?", [hash_token(raw), purpose]
-    ).fetchone()
+    row = db.conn.execute(sql, [hash_token(raw)]).fetchone()
     if row is None:
         raise _not_found()
     return row

@@ -1,8 +1,9 @@
 """The bare baselines for the decision page and the decision POST: the least a Flask app can do.
 
 bench/run.py serves this module under the same gunicorn as twoyes
-(`baseline_app:app`, 2 sync workers) on a copy of the same generated database,
-so that the ratio shows what twoyes adds on top of the unavoidable work:
+(`baseline_app:app`, 2 sync workers, twoyes's gunicorn.conf.py with its access
+log) on a copy of the same generated database, so that the ratio shows what
+twoyes adds on top of the unavoidable work:
 
 - GET /d/<token>: one lookup (the token's hash joined to everything the page
   shows) and one Jinja render of a page of about the same size as twoyes's.

@@ -197,3 +197,26 @@ def test_the_privacy_page_follows_the_browser(client, extracted):
     assert not leaks, leaks
     english = client.get("/privacy", headers={"Accept-Language": "en"}).get_data(as_text=True)
     assert "Your data and your privacy" in english
+
+
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_templates_bound_to_one_catalogue_say_what_flask_babel_says(app, lang):
+    """Templates get gettext bound once per render (language.bound_gettext); the words,
+    the escaping of placeholders and the `%` rules must be exactly Flask-Babel's own."""
+    from flask import g, render_template_string
+
+    source = (
+        '{{ _("Another session?") }}|{{ gettext("Continue") }}|{{ _("100%% sure") }}|'
+        "{% trans n=rating %}You rated this session {{ n }} out of 10.{% endtrans %}|"
+        "{% trans coach=name %}{{ coach }} will be in touch to plan it.{% endtrans %}|"
+        "{% trans count=2 %}one note{% pluralize %}{{ count }} notes{% endtrans %}"
+    )
+    values = {"rating": 7, "name": "<Bo & Co>"}
+    with app.test_request_context("/"):
+        g.lang = lang
+        # Without the context processor the template reaches Flask-Babel's own callables.
+        flask_babels = app.jinja_env.from_string(source).render(**values)
+        bound = render_template_string(source, **values)
+    assert bound == flask_babels
+    assert "&lt;Bo &amp; Co&gt;" in bound and "100% sure" in bound
+    assert ("Nog een sessie?" in bound) == (lang == "nl")

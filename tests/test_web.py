@@ -1145,6 +1145,15 @@ def test_token_pages_are_rate_limited_per_address(settings, engagement, db, app,
     assert browser.post("/b/" + "C" * 43).status_code == 429  # one budget for all token routes
     other = limited.test_client()
     assert other.get("/healthz").status_code == 200  # pages without tokens are not limited
+    elsewhere = {"REMOTE_ADDR": "192.0.2.7"}
+    assert browser.get("/d/" + "D" * 43, environ_base=elsewhere).status_code == 404  # own budget
+
+
+def test_the_rate_limit_setting_must_read_like_limits(settings):
+    from app import ConfigError, create_app
+
+    with pytest.raises(ConfigError, match="TWOYES_TOKEN_RATE_LIMIT"):
+        create_app({**settings, "TOKEN_RATE_LIMIT": "lots"})
 
 
 def test_a_generated_secret_key_is_kept_readable_by_its_owner_only(settings, tmp_path):
@@ -1161,3 +1170,15 @@ def test_a_generated_secret_key_is_kept_readable_by_its_owner_only(settings, tmp
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(first.config["SECRET_KEY"]) >= 32
     assert create_app(mine).config["SECRET_KEY"] == first.config["SECRET_KEY"]
+
+
+def test_no_page_keeps_a_session_or_sets_a_cookie(app, client):
+    """twoyes opens no cookie session (app.NoSessions): links carry their tokens, and a page
+    remembers nothing of its reader."""
+    import flask
+
+    for path in ("/", "/privacy", "/d/" + "A" * 43, "/b/" + "A" * 43, "/nothing"):
+        assert "Set-Cookie" not in client.get(path).headers, path
+    with app.test_request_context("/"):
+        with pytest.raises(RuntimeError):
+            flask.session["seen"] = True  # Flask's null session refuses to remember
