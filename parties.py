@@ -57,37 +57,6 @@ def parties_of_rounds(db: sqlite_utils.Database, round_ids: list[int]) -> list[d
     ]
 
 
-def parties_of_engagement(db: sqlite_utils.Database, engagement_id: int) -> list[dict]:
-    """The coach and each active member, shaped like a round's parties (for mails)."""
-    rows = db.conn.execute(
-        """
-        SELECT NULL AS id, engagements.id AS engagement_id, engagements.title, engagements.kind,
-               coaches.name AS coach_name, coaches.email AS coach_email,
-               coaches.lang AS coach_lang,
-               'coach' AS role, coaches.name AS name, coaches.email AS email,
-               coaches.lang AS lang, NULL AS member_id, NULL AS member_status,
-               (SELECT group_concat(named.name, ', ') FROM members AS others
-                  JOIN clients AS named ON named.id = others.client_id
-                 WHERE others.engagement_id = engagements.id
-                   AND others.status = 'active') AS client_names
-        FROM engagements JOIN coaches ON coaches.id = engagements.coach_id
-        WHERE engagements.id = :id
-        UNION ALL
-        SELECT NULL, engagements.id, engagements.title, engagements.kind,
-               coaches.name, coaches.email, coaches.lang,
-               'client', clients.name, clients.email, clients.lang, members.id, members.status,
-               NULL
-        FROM members
-        JOIN engagements ON engagements.id = members.engagement_id
-        JOIN coaches ON coaches.id = engagements.coach_id
-        JOIN clients ON clients.id = members.client_id
-        WHERE members.engagement_id = :id AND members.status = 'active'
-        """,
-        {"id": engagement_id},
-    )
-    return [dict(row) for row in rows]
-
-
 def describe_party(
     db: sqlite_utils.Database, decision_id: int, now: datetime | None = None
 ) -> dict:

@@ -129,9 +129,10 @@ def record_decision(
     with transaction(db):
         party = db.conn.execute(
             "SELECT decisions.*, rounds.status AS round_status, rounds.engagement_id,"
-            " rounds.deadline_at,"
+            " rounds.deadline_at, engagements.kind, engagements.min_members,"
             " members.status AS member_status, members.id AS member_id"
             " FROM decisions JOIN rounds ON rounds.id = decisions.round_id"
+            " JOIN engagements ON engagements.id = rounds.engagement_id"
             " LEFT JOIN members ON members.engagement_id = rounds.engagement_id"
             " AND members.client_id = decisions.client_id WHERE decisions.id = ?",
             [decision_id],
@@ -167,10 +168,17 @@ def record_decision(
             changed_from=party["choice"],
             **(via or {}),
         )
-        engagement = get_engagement(db, party["engagement_id"])
-        if choice == "stop" and party["role"] == "client" and engagement["kind"] == "group":
+        if choice == "stop" and party["role"] == "client" and party["kind"] == "group":
             leave_group(db, party["member_id"], party["engagement_id"], now)
-        verdict = settle_round(db, party["round_id"], now, deadline_passed=False)
+        # The round as ROUND_FACTS would read it: the write lock has held since the SELECT.
+        round_ = {
+            "id": party["round_id"],
+            "engagement_id": party["engagement_id"],
+            "status": party["round_status"],
+            "kind": party["kind"],
+            "min_members": party["min_members"],
+        }
+        verdict = settle_rounds(db, [round_], now, deadline_passed=False).get(round_["id"])
     return {"choice": choice, "verdict": verdict}
 
 
