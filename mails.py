@@ -127,6 +127,7 @@ said AS (
            json_group_array(json_object('name', name, 'choice', choice, 'reason', reason,
                                         'usefulness', usefulness, 'note', note))
                FILTER (WHERE client_id) AS client_choices
+    -- Fed in decision order, which is the members' order: the lists keep it (test_groups).
     FROM (SELECT decisions.*, clients.name
           FROM temp.ending CROSS JOIN decisions ON decisions.round_id = ending.round_id
           LEFT JOIN clients ON clients.id = decisions.client_id
