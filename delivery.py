@@ -126,7 +126,7 @@ class Writer:
         return links
 
     def write(self, mail: dict) -> Message:
-        """The full mail, text and HTML, in the language of the current locale.
+        """The full mail, text and HTML, in the current locale's language (force_locale).
 
         ValueError (or a subclass) when a header cannot be written, e.g. CR/LF in a name.
         """
@@ -220,10 +220,7 @@ def _deliver_to_files(db, now, report, echo) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     writer = Writer()
     while batch := claim_due_mail(db, now):
-        for mail in batch:
-            message = render(db, mail, now, report, writer)
-            if message is None:
-                continue
+        for mail, message in write_batch(db, batch, now, report, writer):
             path = folder / f"{mail['id']:06d}-{mail['kind']}.eml"
             path.write_bytes(message.data)
             links = writer.links_of(mail)  # before mark_sent wipes the tokens
@@ -248,10 +245,8 @@ def _deliver_over_smtp(db, now, report) -> None:
         return
     try:
         while batch:
-            for position, mail in enumerate(batch):
-                message = render(db, mail, now, report, writer)
-                if message is None:
-                    continue
+            written = write_batch(db, batch, now, report, writer)
+            for position, (mail, message) in enumerate(written):
                 try:
                     connection.send(message)
                 except smtplib.SMTPRecipientsRefused as error:
@@ -271,7 +266,8 @@ def _deliver_over_smtp(db, now, report) -> None:
                     _failed(db, mail, now, report, f"cannot be sent: {error!r}", permanent=True)
                 except (OSError, smtplib.SMTPException) as error:
                     # The connection broke: this mail and the rest wait for a later run.
-                    _give_back(db, batch[position:], now, report, f"connection lost: {error}")
+                    waiting = [mail for mail, _ in written[position:]]
+                    _give_back(db, waiting, now, report, f"connection lost: {error}")
                     return
                 else:
                     mark_sent(db, mail, now)
@@ -284,18 +280,24 @@ def _deliver_over_smtp(db, now, report) -> None:
             pass  # the server hung up first; everything it accepted is marked sent already
 
 
-def render(db, mail, now, report, writer: Writer) -> Message | None:
-    """The mail in its reader's language, or None (and the mail failed for good) when it
-    cannot be written.
+def write_batch(db, batch, now, report, writer: Writer) -> list[tuple[dict, Message]]:
+    """Each mail of the batch with its message, in the batch's order and its reader's language.
 
-    One broken mail must not hold up the others in every later run.
+    The language is set once for all the batch's mails in it, not once a mail. A mail that
+    cannot be written fails for good: it must not hold up the others in every later run.
     """
-    try:
-        with force_locale(mail["lang"]):
-            return writer.write(mail)
-    except (TemplateError, KeyError, ValueError, TypeError) as error:
-        _failed(db, mail, now, report, f"could not be written: {error!r}", permanent=True)
-        return None
+    written = {}
+    for lang in sorted({mail["lang"] for mail in batch}):
+        with force_locale(lang):
+            for mail in batch:
+                if mail["lang"] != lang:
+                    continue
+                try:
+                    written[mail["id"]] = writer.write(mail)
+                except (TemplateError, KeyError, ValueError, TypeError) as error:
+                    error_text = f"could not be written: {error!r}"
+                    _failed(db, mail, now, report, error_text, permanent=True)
+    return [(mail, written[mail["id"]]) for mail in batch if mail["id"] in written]
 
 
 def _failed(db, mail, now, report, error: str, *, permanent: bool = False) -> None:

@@ -284,6 +284,39 @@ def test_text_and_html_carry_the_same_links_and_no_header_carries_a_token(
     assert len(tokens_seen) == 5
 
 
+def test_dutch_and_english_mails_in_one_batch_each_come_out_in_their_own_language(app, db, smtp):
+    """A batch is written one language at a time, but each mail keeps its reader's language,
+    and the mails still go out in the order they were queued."""
+    add_person(db, "coach", "Bob Coach", "bob@example.org", "nl", T0)
+    add_person(db, "coach", "Cora Coach", "cora@example.org", "en", T0)
+    add_person(db, "client", "Daan de Boer", "daan@example.org", "nl", T0)
+    add_person(db, "client", "Emma English", "emma@example.org", "en", T0)
+    # Tuesday 1 December 2026, 10:00 in Amsterdam: the deadline is Tuesday 8 December.
+    held = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    for coach, client in [("bob", "emma"), ("cora", "daan"), ("bob", "daan")]:
+        engagement_id = start_engagement(db, f"{coach}@example.org", [f"{client}@example.org"], T0)
+        record_session_done(db, engagement_id, held, POLICY)
+    queued = outbox_rows(db)
+    assert [row["lang"] for row in queued] == ["nl", "en", "en", "nl", "nl", "nl"]
+
+    assert deliver(app, db, now=held + timedelta(minutes=1)).sent == 6
+    assert [m["Message-ID"] for m in smtp.messages] == [message_id_of(row) for row in queued]
+    for message, row in zip(smtp.messages, queued, strict=True):
+        text, html = text_of(message), message.get_body(("html",)).get_content()
+        if row["lang"] == "nl":
+            assert message["Subject"] == "Nog een sessie?"
+            assert text.startswith("Hoi ")
+            assert "dinsdag 8 december om 10:00" in text
+            assert "dinsdag 8 december om 10:00" in html
+            assert '<html lang="nl">' in html
+        else:
+            assert message["Subject"] == "Another session?"
+            assert text.startswith("Hello ")
+            assert "Tuesday 8 December at 10:00" in text
+            assert "Tuesday 8 December at 10:00" in html
+            assert '<html lang="en">' in html
+
+
 @pytest.mark.parametrize(
     ("closed_at", "deadline"),
     [
