@@ -143,15 +143,13 @@ class Writer:
             # Refused here, not halfway through the SMTP conversation of this mail.
             raise ValueError(f"{recipient!r} cannot be carried without SMTPUTF8")
         head = [
-            header("Subject", subject),
+            subject_header(subject),
             self.from_header,
-            header("To", Address(display_name=mail["to_name"], addr_spec=recipient)),
+            address_header("To", mail["to_name"], recipient),
         ]
         if mail["reply_to_email"]:
-            reply_to = Address(
-                display_name=mail["reply_to_name"], addr_spec=smtp_address(mail["reply_to_email"])
-            )
-            head.append(header("Reply-To", reply_to))
+            reply_to = smtp_address(mail["reply_to_email"])
+            head.append(address_header("Reply-To", mail["reply_to_name"], reply_to))
         head.append(f"Date: {format_datetime(datetime.now(UTC))}\r\n")
         head.append(header("Message-ID", f"<{mail['message_id']}@{self.domain}>"))
         return Message(self.sender, recipient, subject, multipart_alternative(head, text, html))
@@ -160,6 +158,18 @@ class Writer:
 def header(name: str, value: str | Address) -> str:
     """One header, folded and ending in CRLF, written the way EmailMessage writes it."""
     return SMTP.fold(*SMTP.header_store_parse(name, value))
+
+
+# The modern policy parses every header it writes, and most mails of a run share their
+# subject and reply to one of a few coaches: so each of these is written once.
+@functools.lru_cache(maxsize=1024)
+def subject_header(subject: str) -> str:
+    return header("Subject", subject)
+
+
+@functools.lru_cache(maxsize=4096)
+def address_header(name: str, display_name: str, address: str) -> str:
+    return header(name, Address(display_name=display_name, addr_spec=address))
 
 
 def multipart_alternative(head: list[str], text: str, html: str) -> bytes:
