@@ -217,6 +217,43 @@ def test_decision_mail_is_text_and_html_from_the_practice_replying_to_the_coach(
     assert to_coach["Message-ID"] != message["Message-ID"]
 
 
+def test_the_html_carries_its_styles_inline_and_a_hidden_preheader(app, db, engagement, smtp):
+    """Gmail and Outlook drop <style>: what the mail looks like must be on its elements."""
+    record_session_done(db, engagement, T0, POLICY)
+    deliver(app, db)
+    (message,) = smtp.to("anna@example.org")
+    html = message.get_body(("html",)).get_content()
+    assert "<style" not in html
+    preheader = re.search(r'<span class="preheader" style="([^"]+)">([^<]+)</span>', html)
+    assert "display: none" in preheader.group(1)
+    assert preheader.group(2).startswith("Continue or stop: please let us know by ")
+    (button,) = re.findall(r'<a class="button" href="[^"]+/continue" style="([^"]+)"', html)
+    assert "background: #1d5c4d" in button and "color: #ffffff" in button
+    assert re.search(r'<td class="body" style="[^"]*font-family: Arial', html)
+    assert all("margin: 0 0 16px" in style for style in re.findall(r'<p style="([^"]*)"', html))
+
+
+def test_mail_max_emails_hands_the_rest_of_the_run_to_a_new_connection(
+    settings, db, people, engagement, smtp
+):
+    """Flask-Mail's MAIL_MAX_EMAILS: after that many mails, the connection is opened anew."""
+    other = start_engagement(db, people["coach"], [people["carl"]], T0)
+    record_session_done(db, engagement, T0, POLICY)
+    record_session_done(db, other, T0, POLICY)
+    peers = []
+
+    class Counting:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            peers.append(session.peer)
+            return "250 OK"
+
+    with running(Counting()) as port:
+        report = deliver(app_with(settings, MAIL_PORT=port, MAIL_MAX_EMAILS=3), db)
+    assert (report.sent, len(peers)) == (4, 4)
+    assert len(set(peers[:3])) == 1 and peers[3] != peers[0]
+    assert {row["status"] for row in outbox_rows(db)} == {"sent"}
+
+
 def addressee(message, header: str) -> tuple[str, str]:
     """A header's (name, address) as an RFC 2047 reader sees it.
 
