@@ -3,10 +3,9 @@
 Runs inside the Flask app context: the words come from templates/mail/, the
 SMTP settings from Flask-Mail. One SMTP connection per run. Flask-Mail 0.10
 has no timeout and does not verify TLS certificates by itself, so the
-connection is opened here with both. Each mail is written here too (headers
-by the standard library's modern policy, a fixed multipart/alternative frame)
-and handed to the connection's smtplib.SMTP: Flask-Mail's Message would build
-and flatten an EmailMessage, about half the time of a send run. With no
+connection is opened here with both, and each mail is written here too (see
+multipart_alternative) and handed to that connection's smtplib.SMTP. A batch is
+written one language at a time, then sent in the order it was queued. With no
 MAIL_SERVER set, each mail is written to instance/mail/ as an .eml file and its
 links are printed, so a newcomer can click through on one machine.
 """
@@ -127,8 +126,8 @@ class Writer:
         return links
 
     def write(self, mail: dict, gettext: Callable[..., str]) -> Message:
-        """The full mail, text and HTML, in the current locale's language (force_locale),
-        whose template_gettext the templates use.
+        """The full mail, text and HTML, in the language force_locale set; `gettext` is that
+        language's template_gettext.
 
         ValueError (or a subclass) when a header cannot be written, e.g. CR/LF in a name.
         """
@@ -184,7 +183,8 @@ def multipart_alternative(head: list[str], text: str, html: str) -> bytes:
 
     The same shape EmailMessage gives set_content(text) plus add_alternative(html), each
     part quoted-printable, so no line is too long for SMTP. Written here because building
-    and flattening an EmailMessage took about half of the time of a send run.
+    and flattening an EmailMessage (as Flask-Mail's Message does) took about half of the
+    time of a send run: it parses every header it is given and folds it again.
     """
     # "=_" never occurs in quoted-printable, so no part can contain the boundary (RFC 2045).
     boundary = f"=_{secrets.token_hex(12)}"
