@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 import outbox
 from app import create_app
+from db import transaction
 from delivery import deliver_due_mail, header, multipart_alternative
 from engagements import start_engagement
 from people import add_person
@@ -633,6 +634,36 @@ def test_delivered_tokens_are_gone_from_the_outbox_and_the_database_file(
         context = json.loads(row["context"])
         assert not [key for key in context if key.endswith("_token")], row["kind"]
     assert len(outbox_rows(db, status="queued")) == 2
+
+
+def test_a_claim_reads_the_waiting_mail_not_the_outbox_history(app, db, engagement, smtp):
+    """Every tick claims mail, and the outbox keeps every mail it ever sent: the work of a
+    claim (counted in SQLite's virtual machine steps) must not grow with that history."""
+    record_session_done(db, engagement, T0, POLICY)
+
+    def steps_of_a_claim(now) -> tuple[int, int]:
+        steps = []
+        db.conn.set_progress_handler(lambda: steps.append(1), 100)
+        try:
+            claimed = outbox.claim_due_mail(db, now)
+        finally:
+            db.conn.set_progress_handler(None, 100)
+        for mail in claimed:
+            outbox.mark_failed_attempt(db, mail, now, "given back by the test")
+        return len(claimed), len(steps)
+
+    assert steps_of_a_claim(T0 - timedelta(days=1))[0] == 0  # nothing due yet
+    _, before = steps_of_a_claim(T0 + timedelta(minutes=1))
+    with transaction(db):
+        db.conn.executemany(
+            "INSERT INTO outbox (kind, to_name, to_email, lang, message_id, status,"
+            " next_attempt_at, created_at, sent_at) VALUES ('decision', 'Old', 'old@example.org',"
+            " 'en', ?, 'sent', ?, ?, ?)",
+            [(f"old-{number}", *["2020-01-01"] * 3) for number in range(20_000)],
+        )
+    claimed, after = steps_of_a_claim(T0 + timedelta(hours=1))
+    assert claimed == 2
+    assert after <= before + 5, (before, after)
 
 
 # --- without an SMTP server: .eml files --------------------------------------------------------
