@@ -67,19 +67,25 @@ def claim_due_mail(db: sqlite_utils.Database, now: datetime, limit: int = BATCH)
     """Claim up to `limit` mails that are due, for this run alone."""
     claim = secrets.token_hex(8)
     stale = to_db(now - timedelta(minutes=CLAIM_MINUTES))
+    # Both queries state the condition of the partial index outbox_due, status IN ('queued',
+    # 'sending'): SQLite uses such an index only then, and so reads only the mail that
+    # waits, not the whole history of sent mail the outbox keeps.
     with transaction(db):
         # A mail whose every run died while sending it will not be tried forever.
         db.conn.execute(
             "UPDATE outbox SET status = 'failed', claim = NULL,"
             " last_error = 'gave up: every attempt stopped before the server answered'"
-            " WHERE status = 'sending' AND claimed_at <= ? AND attempts >= ?",
+            " WHERE status IN ('queued', 'sending')"
+            " AND status = 'sending' AND claimed_at <= ? AND attempts >= ?",
             [stale, MAX_ATTEMPTS],
         )
         ids = [
             row[0]
             for row in db.conn.execute(
-                "SELECT id FROM outbox WHERE (status = 'queued' AND next_attempt_at <= ?)"
-                " OR (status = 'sending' AND claimed_at <= ?) ORDER BY id LIMIT ?",
+                "SELECT id FROM outbox INDEXED BY outbox_due"
+                " WHERE status IN ('queued', 'sending')"
+                " AND ((status = 'queued' AND next_attempt_at <= ?)"
+                " OR (status = 'sending' AND claimed_at <= ?)) ORDER BY id LIMIT ?",
                 [to_db(now), stale, limit],
             )
         ]

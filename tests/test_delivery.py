@@ -17,16 +17,22 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.header import decode_header, make_header
+from email.headerregistry import Address
+from email.message import EmailMessage
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from conftest import LINK, POLICY, ROOT, T0, deliver, free_port, links_in, text_of, token_of
+from hypothesis import example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 import outbox
 from app import create_app
-from delivery import deliver_due_mail
+from db import transaction
+from delivery import deliver_due_mail, header, multipart_alternative
 from engagements import start_engagement
 from people import add_person
 from rounds import close_overdue_rounds, send_reminders
@@ -212,6 +218,43 @@ def test_decision_mail_is_text_and_html_from_the_practice_replying_to_the_coach(
     assert to_coach["Message-ID"] != message["Message-ID"]
 
 
+def test_the_html_carries_its_styles_inline_and_a_hidden_preheader(app, db, engagement, smtp):
+    """Gmail and Outlook drop <style>: what the mail looks like must be on its elements."""
+    record_session_done(db, engagement, T0, POLICY)
+    deliver(app, db)
+    (message,) = smtp.to("anna@example.org")
+    html = message.get_body(("html",)).get_content()
+    assert "<style" not in html
+    preheader = re.search(r'<span class="preheader" style="([^"]+)">([^<]+)</span>', html)
+    assert "display: none" in preheader.group(1)
+    assert preheader.group(2).startswith("Continue or stop: please let us know by ")
+    (button,) = re.findall(r'<a class="button" href="[^"]+/continue" style="([^"]+)"', html)
+    assert "background: #1d5c4d" in button and "color: #ffffff" in button
+    assert re.search(r'<td class="body" style="[^"]*font-family: Arial', html)
+    assert all("margin: 0 0 16px" in style for style in re.findall(r'<p style="([^"]*)"', html))
+
+
+def test_mail_max_emails_hands_the_rest_of_the_run_to_a_new_connection(
+    settings, db, people, engagement, smtp
+):
+    """Flask-Mail's MAIL_MAX_EMAILS: after that many mails, the connection is opened anew."""
+    other = start_engagement(db, people["coach"], [people["carl"]], T0)
+    record_session_done(db, engagement, T0, POLICY)
+    record_session_done(db, other, T0, POLICY)
+    peers = []
+
+    class Counting:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            peers.append(session.peer)
+            return "250 OK"
+
+    with running(Counting()) as port:
+        report = deliver(app_with(settings, MAIL_PORT=port, MAIL_MAX_EMAILS=3), db)
+    assert (report.sent, len(peers)) == (4, 4)
+    assert len(set(peers[:3])) == 1 and peers[3] != peers[0]
+    assert {row["status"] for row in outbox_rows(db)} == {"sent"}
+
+
 def addressee(message, header: str) -> tuple[str, str]:
     """A header's (name, address) as an RFC 2047 reader sees it.
 
@@ -279,6 +322,39 @@ def test_text_and_html_carry_the_same_links_and_no_header_carries_a_token(
     assert len(tokens_seen) == 5
 
 
+def test_dutch_and_english_mails_in_one_batch_each_come_out_in_their_own_language(app, db, smtp):
+    """A batch is written one language at a time, but each mail keeps its reader's language,
+    and the mails still go out in the order they were queued."""
+    add_person(db, "coach", "Bob Coach", "bob@example.org", "nl", T0)
+    add_person(db, "coach", "Cora Coach", "cora@example.org", "en", T0)
+    add_person(db, "client", "Daan de Boer", "daan@example.org", "nl", T0)
+    add_person(db, "client", "Emma English", "emma@example.org", "en", T0)
+    # Tuesday 1 December 2026, 10:00 in Amsterdam: the deadline is Tuesday 8 December.
+    held = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    for coach, client in [("bob", "emma"), ("cora", "daan"), ("bob", "daan")]:
+        engagement_id = start_engagement(db, f"{coach}@example.org", [f"{client}@example.org"], T0)
+        record_session_done(db, engagement_id, held, POLICY)
+    queued = outbox_rows(db)
+    assert [row["lang"] for row in queued] == ["nl", "en", "en", "nl", "nl", "nl"]
+
+    assert deliver(app, db, now=held + timedelta(minutes=1)).sent == 6
+    assert [m["Message-ID"] for m in smtp.messages] == [message_id_of(row) for row in queued]
+    for message, row in zip(smtp.messages, queued, strict=True):
+        text, html = text_of(message), message.get_body(("html",)).get_content()
+        if row["lang"] == "nl":
+            assert message["Subject"] == "Nog een sessie?"
+            assert text.startswith("Hoi ")
+            assert "dinsdag 8 december om 10:00" in text
+            assert "dinsdag 8 december om 10:00" in html
+            assert '<html lang="nl">' in html
+        else:
+            assert message["Subject"] == "Another session?"
+            assert text.startswith("Hello ")
+            assert "Tuesday 8 December at 10:00" in text
+            assert "Tuesday 8 December at 10:00" in html
+            assert '<html lang="en">' in html
+
+
 @pytest.mark.parametrize(
     ("closed_at", "deadline"),
     [
@@ -296,6 +372,50 @@ def test_deadline_is_written_in_the_practice_time_zone(
         html = " ".join(message.get_body(("html",)).get_content().split())
         assert f"If we hear nothing by {deadline}," in " ".join(text_of(message).split())
         assert f"If we hear nothing by {deadline}," in html
+
+
+@hypothesis_settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", 80)), deadline=None, database=None
+)
+@given(
+    text=st.text(),
+    html=st.text(),
+    name=st.text(st.characters(exclude_categories=["C", "Zl", "Zp"])),
+)
+@example(
+    text="Zoë\n.\nFrom here\n--=_0\n= =3D =_\ntrailing \t\nlone\rreturn\r\nx" + "é" * 200,
+    html="<p>" + "a" * 300 + "</p>\u2028\x85<p>\u00c5ngstr\u00f6m \U0001f600</p>",
+    name="Maria José Fernández-Ångström van den Berg-Østergaard Ølsen",
+)
+def test_a_written_mail_reads_as_the_standard_librarys_email_message(text, html, name):
+    """delivery writes the MIME frame itself: a reader sees exactly what EmailMessage gives."""
+    to = Address(display_name=name, addr_spec="anna@example.org")
+    data = multipart_alternative(
+        [header("Subject", name), header("From", "Practice <p@example.org>"), header("To", to)],
+        text,
+        html,
+    )
+    reference = EmailMessage(policy=policy.SMTP)
+    reference["Subject"] = name
+    reference["From"] = "Practice <p@example.org>"
+    reference["To"] = to
+    reference.set_content(text, cte="quoted-printable")
+    reference.add_alternative(html, subtype="html", cte="quoted-printable")
+
+    ours, theirs = (
+        email.message_from_bytes(raw, policy=policy.default) for raw in (data, reference.as_bytes())
+    )
+    assert not ours.defects
+    for field in ("Subject", "From", "To", "MIME-Version"):
+        assert ours[field] == theirs[field], field
+    assert ours.get_content_type() == "multipart/alternative"
+    for kind in ("plain", "html"):
+        mine, standard = ours.get_body((kind,)), theirs.get_body((kind,))
+        assert mine["Content-Type"] == standard["Content-Type"]
+        assert mine["Content-Transfer-Encoding"] == "quoted-printable"
+        assert mine.get_content() == standard.get_content()
+    assert all(len(line) <= 78 for line in data.split(b"\r\n")), "too long for SMTP"
+    assert b"\n" not in data.replace(b"\r\n", b"")
 
 
 # --- Message-ID, outages, backoff ----------------------------------------------------------------
@@ -514,6 +634,36 @@ def test_delivered_tokens_are_gone_from_the_outbox_and_the_database_file(
         context = json.loads(row["context"])
         assert not [key for key in context if key.endswith("_token")], row["kind"]
     assert len(outbox_rows(db, status="queued")) == 2
+
+
+def test_a_claim_reads_the_waiting_mail_not_the_outbox_history(app, db, engagement, smtp):
+    """Every tick claims mail, and the outbox keeps every mail it ever sent: the work of a
+    claim (counted in SQLite's virtual machine steps) must not grow with that history."""
+    record_session_done(db, engagement, T0, POLICY)
+
+    def steps_of_a_claim(now) -> tuple[int, int]:
+        steps = []
+        db.conn.set_progress_handler(lambda: steps.append(1), 100)
+        try:
+            claimed = outbox.claim_due_mail(db, now)
+        finally:
+            db.conn.set_progress_handler(None, 100)
+        for mail in claimed:
+            outbox.mark_failed_attempt(db, mail, now, "given back by the test")
+        return len(claimed), len(steps)
+
+    assert steps_of_a_claim(T0 - timedelta(days=1))[0] == 0  # nothing due yet
+    _, before = steps_of_a_claim(T0 + timedelta(minutes=1))
+    with transaction(db):
+        db.conn.executemany(
+            "INSERT INTO outbox (kind, to_name, to_email, lang, message_id, status,"
+            " next_attempt_at, created_at, sent_at) VALUES ('decision', 'Old', 'old@example.org',"
+            " 'en', ?, 'sent', ?, ?, ?)",
+            [(f"old-{number}", *["2020-01-01"] * 3) for number in range(20_000)],
+        )
+    claimed, after = steps_of_a_claim(T0 + timedelta(hours=1))
+    assert claimed == 2
+    assert after <= before + 5, (before, after)
 
 
 # --- without an SMTP server: .eml files --------------------------------------------------------
