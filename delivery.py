@@ -30,10 +30,9 @@ import flask_mail
 import sqlite_utils
 from flask import current_app, render_template
 from flask_babel import force_locale, get_translations
-from jinja2 import TemplateError, pass_context
-from markupsafe import Markup
+from jinja2 import TemplateError
 
-from language import subject_for
+from language import bound_gettext, subject_for
 from outbox import claim_due_mail, count_waiting, mark_failed_attempt, mark_sent
 from people import ascii_address
 
@@ -125,9 +124,9 @@ class Writer:
             links["welcome_back"] = f"{self.base_url}/b/{context['welcome_back_token']}"
         return links
 
-    def write(self, mail: dict, gettext: Callable[..., str]) -> Message:
-        """The full mail, text and HTML, in the language force_locale set; `gettext` is that
-        language's template_gettext.
+    def write(self, mail: dict, gettexts: dict) -> Message:
+        """The full mail, text and HTML, in the language force_locale set; `gettexts` are
+        that language's (language.bound_gettext).
 
         ValueError (or a subclass) when a header cannot be written, e.g. CR/LF in a name.
         """
@@ -136,7 +135,7 @@ class Writer:
             "links": self.links_of(mail),
             "kind": mail["kind"],
             "facts": context,
-            "gettext": gettext,  # also what the templates' _() and {% trans %} call
+            **gettexts,  # what the templates' _() and {% trans %} call
         }
         subject = subject_for(mail["kind"], context)
         text = render_template(f"mail/{mail['kind']}.txt", **values)
@@ -297,25 +296,6 @@ def _deliver_over_smtp(db, now, report) -> None:
             pass  # the server hung up first; everything it accepted is marked sent already
 
 
-def template_gettext(translations) -> Callable[..., str]:
-    """Jinja's gettext for one language's catalogue: the one Flask-Babel installs, bound.
-
-    Flask-Babel's looks the catalogue up again for every sentence (about 8 µs each, a
-    third of a mail's rendering). Like Jinja's newstyle gettext, it formats
-    %(name)s placeholders itself and escapes their values in HTML.
-    """
-
-    @pass_context
-    def gettext(context, message: str, /, **variables) -> str:
-        text = translations.gettext(message)
-        if context.eval_ctx.autoescape:
-            # Our own catalogue's sentence; Markup's % escapes the values put into it.
-            text = Markup(text)  # noqa: S704  # nosec B704
-        return text % variables
-
-    return gettext
-
-
 def write_batch(db, batch, now, report, writer: Writer) -> list[tuple[dict, Message]]:
     """Each mail of the batch with its message, in the batch's order and its reader's language.
 
@@ -325,12 +305,12 @@ def write_batch(db, batch, now, report, writer: Writer) -> list[tuple[dict, Mess
     written = {}
     for lang in sorted({mail["lang"] for mail in batch}):
         with force_locale(lang):
-            gettext = template_gettext(get_translations())
+            gettexts = bound_gettext(get_translations())
             for mail in batch:
                 if mail["lang"] != lang:
                     continue
                 try:
-                    written[mail["id"]] = writer.write(mail, gettext)
+                    written[mail["id"]] = writer.write(mail, gettexts)
                 except (TemplateError, KeyError, ValueError, TypeError) as error:
                     error_text = f"could not be written: {error!r}"
                     _failed(db, mail, now, report, error_text, permanent=True)
