@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 from itsdangerous import BadSignature, Signer
 from werkzeug.datastructures import MultiDict
@@ -30,8 +30,10 @@ def body_is_utf8(body: bytes) -> bool:
     """Whether a urlencoded form body is UTF-8 through and through (werkzeug would keep a
     bad %FF as literal text, or drop the whole form on raw bad bytes)."""
     try:
-        parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, ValueError):
+        # Every byte, escaped or not, must read as UTF-8; '&' and '=' cannot join two halves
+        # of a character, so one pass over the whole body tells the same as field by field.
+        unquote_to_bytes(body.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
         return False
     return True
 
