@@ -20,7 +20,7 @@ lint: $(VENV)/.installed-dev
 	# Security lint; each exception is marked (and justified) where it stands.
 	$(VENV)/bin/bandit --quiet --recursive . --exclude ./.venv,./tests,./bench,./test-artifacts
 
-# Timings of twoyes against bare baselines, as same-run ratios (bench/results.json); ~7 min.
+# Timings of twoyes against bare baselines, as same-run ratios (bench/results.json); ~5 min.
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run.py
 
