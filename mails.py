@@ -107,11 +107,13 @@ facts AS (
 
 LEAVING = "SELECT member_id FROM facts WHERE leaves"
 
-# What each party's outcome mail says (templates/mail/outcome.*), as JSON.
-QUEUE_OUTCOME_MAILS = f"""
+INSERT_OUTBOX = """
 INSERT INTO outbox (kind, engagement_id, to_name, to_email, reply_to_name, reply_to_email,
                     lang, context, message_id, next_attempt_at, created_at)
-{OUTCOME_PARTIES},
+"""
+
+# What each party's outcome mail says (templates/mail/outcome.*), as JSON.
+OUTCOME_MAILS = """,
 said AS (
     -- Each closed round once: what everyone may know (counts, the coach's choice), and
     -- what only its coach hears (who said what, and whose rating was low).
@@ -170,6 +172,8 @@ SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
 FROM mails
 ORDER BY engagement_id, role = 'client', decision_id, member_id
 """
+
+QUEUE_OUTCOME_MAILS = INSERT_OUTBOX + OUTCOME_PARTIES + OUTCOME_MAILS
 
 
 def queue_welcome_back_mail(
