@@ -14,7 +14,7 @@ from datetime import datetime
 import click
 from flask import current_app
 
-from app import ConfigError, create_app, get_db
+from app import create_app, get_db
 from cli_engagements import engagement, session
 from cli_options import (
     Rollback,
@@ -38,6 +38,7 @@ from people import add_person
 from privacy import anonymise_expired, purge_delivered_mail
 from rounds import close_overdue_rounds, open_due_rounds, record_decision, send_reminders
 from rules import CHOICES, REASONS
+from settings import ConfigError
 from times import utcnow
 
 

@@ -14,8 +14,9 @@ from datetime import datetime
 import click
 from flask import current_app
 
-from app import ConfigError, create_app
+from app import create_app
 from errors import TwoyesError
+from settings import ConfigError
 from times import utcnow
 
 

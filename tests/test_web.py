@@ -1150,7 +1150,8 @@ def test_token_pages_are_rate_limited_per_address(settings, engagement, db, app,
 
 
 def test_the_rate_limit_setting_must_read_like_limits(settings):
-    from app import ConfigError, create_app
+    from app import create_app
+    from settings import ConfigError
 
     with pytest.raises(ConfigError, match="TWOYES_TOKEN_RATE_LIMIT"):
         create_app({**settings, "TOKEN_RATE_LIMIT": "lots"})
