@@ -31,10 +31,10 @@ from language import init_language, translate_error
 from logs import HideTokens
 from mails import queue_welcome_back_mail
 from parties import describe_party, get_welcome_back_member, round_status_of
-from privacy import retention_terms
 from rate_limits import TokenRateLimit
 from report_pages import ENGAGEMENT_ENDINGS, format_date, report_charts
 from reports import practice_report
+from retention import retention_terms
 from rounds import record_decision
 from rules import REASONS
 from settings import DEFAULTS, load_settings

@@ -35,7 +35,7 @@ from errors import NotFound
 from logs import hide_tokens
 from outbox import retry_mail
 from people import add_person
-from privacy import anonymise_expired, purge_delivered_mail
+from retention import anonymise_expired, purge_delivered_mail
 from rounds import close_overdue_rounds, open_due_rounds, record_decision, send_reminders
 from rules import CHOICES, REASONS
 from settings import ConfigError

@@ -2,8 +2,8 @@
 
 Coaching notes and decisions are personal data (the GDPR; the AVG in the
 Netherlands). A practice answers an access request with `export_client` and
-an erasure request with `forget_client`; `tick` runs `anonymise_expired` and
-`purge_delivered_mail` so that nothing is kept longer than it is useful.
+an erasure request with `forget_client`; retention.py uses the same erasure
+so that nothing is kept longer than it is useful.
 
 Forgetting keeps every row, so that counts and reports stay true, and erases
 what says who the person was: the client becomes 'Forgotten client' with the
@@ -17,7 +17,7 @@ truncating checkpoint leave no old copy in free pages or the write-ahead log.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlite_utils
@@ -30,12 +30,10 @@ from members import remove_member
 from outbox import without_links
 from people import get_person_by_email
 from times import to_db
-from tokens import DECISION_VIEW_DAYS, WELCOME_BACK_DAYS
 
 # SQL here is built only from this module's constant fragments (MINE, a subquery of
 # rounds); values always go in as parameters. Bandit's B608 is silenced on those lines.
 FORGOTTEN_NAME = "Forgotten client"
-MAIL_BODY_DAYS = 30  # a delivered mail's names and notes, kept this long for questions about it
 
 
 def forgotten_email(client_id: int) -> str:
@@ -207,8 +205,8 @@ def forget_client(db: sqlite_utils.Database, email: str, now: datetime) -> dict:
         # decision id that finds where the answer came from.
         _erase_answer_origins(db, client["id"])
         left = _end_participation(db, client, now)
-        erased = _erase_client(db, client, now, why="request")
-    _erase_leftovers(db)
+        erased = erase_client(db, client, now, why="request")
+    erase_leftovers(db)
     return {"client_id": client["id"], "engagements_left": left, **erased}
 
 
@@ -252,7 +250,7 @@ def _end_participation(db: sqlite_utils.Database, client: dict, now: datetime) -
     return [row[0] for row in rows]
 
 
-def _erase_client(db: sqlite_utils.Database, client: dict, now: datetime, why: str) -> dict:
+def erase_client(db: sqlite_utils.Database, client: dict, now: datetime, why: str) -> dict:
     """Everything that names the client goes; the caller holds the write lock.
 
     Also erased: the coach's notes and the title of their individual
@@ -371,7 +369,7 @@ def redact(context: dict[str, Any], name: str, individual: bool) -> dict[str, An
 
 def _erase_answer_origins(db: sqlite_utils.Database, client_id: int) -> None:
     """The ip address and user agent of each answer and welcome-back request of a client."""
-    _erase_addresses_from_log(
+    erase_addresses_from_log(
         db,
         "json_extract(detail, '$.decision_id') IN"
         " (SELECT id FROM decisions WHERE client_id = :client)"
@@ -381,7 +379,7 @@ def _erase_answer_origins(db: sqlite_utils.Database, client_id: int) -> None:
     )
 
 
-def _erase_addresses_from_log(db: sqlite_utils.Database, where: str, params: dict) -> None:
+def erase_addresses_from_log(db: sqlite_utils.Database, where: str, params: dict) -> None:
     """Take `ip` and `user_agent` out of matching events: the one update the log allows."""
     db.conn.execute(
         "UPDATE events SET detail = json_remove(detail, '$.ip', '$.user_agent')"  # nosec B608
@@ -392,7 +390,7 @@ def _erase_addresses_from_log(db: sqlite_utils.Database, where: str, params: dic
     )
 
 
-def _erase_leftovers(db: sqlite_utils.Database) -> None:
+def erase_leftovers(db: sqlite_utils.Database) -> None:
     """Rewrite the file and empty the write-ahead log, so no erased byte survives anywhere.
 
     If a reader holds the log open the truncation waits up to the busy
@@ -400,122 +398,6 @@ def _erase_leftovers(db: sqlite_utils.Database) -> None:
     """
     db.conn.execute("VACUUM")
     db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-
-
-# -- retention ---------------------------------------------------------------------------
-
-EXPIRED_SQL = """
-SELECT engagements.id, engagements.kind FROM engagements
-WHERE engagements.status = 'ended' AND engagements.ended_at <= :cutoff
-  AND NOT EXISTS (SELECT 1 FROM events WHERE events.engagement_id = engagements.id
-                    AND events.kind = 'engagement_anonymised'
-                    AND events.at >= engagements.ended_at)
-"""
-
-# Clients with nothing left inside retention: they had engagements, and every one
-# expired. (A client never in an engagement is left to the practice to forget.)
-STALE_CLIENTS_SQL = """
-SELECT clients.* FROM clients
-WHERE clients.forgotten_at IS NULL AND clients.created_at <= :cutoff
-  AND EXISTS (SELECT 1 FROM members WHERE members.client_id = clients.id)
-  AND NOT EXISTS (SELECT 1 FROM members JOIN engagements
-                    ON engagements.id = members.engagement_id
-                  WHERE members.client_id = clients.id
-                    AND (engagements.status = 'active' OR engagements.ended_at > :cutoff))
-"""
-
-
-def anonymise_expired(
-    db: sqlite_utils.Database, now: datetime, retention_days: float
-) -> dict[str, int]:
-    """Anonymise what ended more than `retention_days` ago, as forgetting does.
-
-    An engagement that ended that long ago loses its notes, links, title
-    (individual), mail bodies and the ip addresses of its answers; a client
-    whose engagements all did is forgotten. An
-    engagement reopened later is anonymised again once it has ended that
-    long. Safe when two runs overlap: each item is checked again under the
-    write lock.
-    """
-    cutoff = {"cutoff": to_db(now - timedelta(days=retention_days))}
-    engagements = 0
-    for engagement_id, kind in db.conn.execute(EXPIRED_SQL, cutoff).fetchall():
-        with transaction(db):
-            if not db.conn.execute(
-                EXPIRED_SQL + " AND engagements.id = :id", cutoff | {"id": engagement_id}
-            ).fetchone():
-                continue
-            _erase_engagement(db, engagement_id, kind, now)
-        engagements += 1
-    clients = 0
-    for stale in db.conn.execute(STALE_CLIENTS_SQL, cutoff).fetchall():
-        with transaction(db):
-            client = db.conn.execute(
-                STALE_CLIENTS_SQL + " AND clients.id = :id", cutoff | {"id": stale["id"]}
-            ).fetchone()
-            if client is None:
-                continue
-            _erase_client(db, dict(client), now, why="retention")
-        clients += 1
-    if engagements or clients:
-        _erase_leftovers(db)
-    return {"engagements_anonymised": engagements, "clients_anonymised": clients}
-
-
-def _erase_engagement(
-    db: sqlite_utils.Database, engagement_id: int, kind: str, now: datetime
-) -> None:
-    params = {"id": engagement_id}
-    rounds = "SELECT id FROM rounds WHERE engagement_id = :id"
-    db.conn.execute(
-        "DELETE FROM tokens WHERE decision_id IN"  # nosec B608
-        f" (SELECT id FROM decisions WHERE round_id IN ({rounds}))"
-        " OR member_id IN (SELECT id FROM members WHERE engagement_id = :id)",
-        params,
-    )
-    db.conn.execute(
-        f"UPDATE decisions SET note = NULL WHERE note IS NOT NULL AND round_id IN ({rounds})",  # nosec B608
-        params,
-    )
-    if kind == "individual":
-        db.conn.execute("UPDATE engagements SET title = NULL WHERE id = :id", params)
-    # Mail still waiting this long after the end would only reach people being forgotten.
-    db.conn.execute(
-        "DELETE FROM outbox WHERE engagement_id = :id AND status IN ('queued', 'sending')", params
-    )
-    db.conn.execute(
-        "UPDATE outbox SET context = '{}', last_error = NULL WHERE engagement_id = :id"
-        " AND (context != '{}' OR last_error IS NOT NULL)",
-        params,
-    )
-    _erase_addresses_from_log(db, "engagement_id = :id", params)
-    log_event(db, "engagement_anonymised", now, engagement_id=engagement_id)
-
-
-def purge_delivered_mail(db: sqlite_utils.Database, now: datetime) -> int:
-    """Blank what a mail said (names, notes) MAIL_BODY_DAYS after its delivery; returns how many.
-
-    Who it went to, when, and what kind of mail it was stay.
-    """
-    with transaction(db):
-        purged = db.conn.execute(
-            "UPDATE outbox SET context = '{}' WHERE status = 'sent' AND sent_at <= ?"
-            " AND context != '{}'",
-            [to_db(now - timedelta(days=MAIL_BODY_DAYS))],
-        ).rowcount
-        if purged:
-            log_event(db, "mail_purged", now, mails=purged)
-    return purged
-
-
-def retention_terms(retention_days: float) -> dict[str, float]:
-    """How long each kind of data is kept, in days, for the privacy page."""
-    return {
-        "retention_days": retention_days,
-        "mail_body_days": MAIL_BODY_DAYS,
-        "decision_view_days": DECISION_VIEW_DAYS,
-        "welcome_back_days": min(WELCOME_BACK_DAYS, retention_days),
-    }
 
 
 def _ids(db: sqlite_utils.Database, sql: str, *params: Any) -> list[int]:

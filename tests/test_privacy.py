@@ -31,7 +31,7 @@ import db as database
 from app import create_app
 from db import SCHEMA_VERSION
 from engagements import start_engagement
-from privacy import purge_delivered_mail
+from retention import purge_delivered_mail
 from rounds import record_decision, send_reminders
 from sessions import record_session_done
 
