@@ -362,6 +362,9 @@ def redact(context: dict[str, Any], name: str, individual: bool) -> dict[str, An
     for choice in context.get("client_choices") or []:
         if choice.get("name") == name:
             choice.update(name=FORGOTTEN_NAME, note=None)
+    for rating in context.get("low_usefulness") or []:
+        if rating.get("name") == name:
+            rating["name"] = FORGOTTEN_NAME
     if individual:
         context["title"] = None
     return context

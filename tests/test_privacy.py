@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import POLICY, ROOT, T0, deliver, dump, links_in, token_of
+from conftest import POLICY, ROOT, T0, deliver, dump, links_in, text_of, token_of
 
 import db as database
 from app import create_app
@@ -462,6 +462,34 @@ def test_forget_a_client_in_the_middle_of_things(app, run, db, client, smtp, peo
     raw = raw_bytes(app.config["DATABASE"])
     for trace in ("Anna de Vries", ANNA, "ANNA-NOTE-ONE", ANNA_IP, ANNA_AGENT):
         assert trace.encode() not in raw, trace
+
+
+def test_forget_takes_her_low_rating_out_of_the_coachs_waiting_mail(
+    app, run, db, client, smtp, people
+):
+    """The coach's outcome mail names each low rating; one still waiting when a client is
+    forgotten must not name her."""
+    group = start_engagement(db, BOB, [ANNA, CARL], T0, title="Group")
+    _, round_id = record_session_done(db, group, T0, POLICY)
+    deliver(app, db)
+    for who, ip, agent in ((ANNA, ANNA_IP, ANNA_AGENT), (CARL, CARL_IP, CARL_AGENT)):
+        decide_on_the_web(
+            client, latest_token(smtp, who), ip, agent, choice="continue", usefulness=2
+        )
+    ok(run, "decide", str(round_id), "--choice", "continue")
+    waiting = db.conn.execute(
+        "SELECT context FROM outbox WHERE to_email = ? AND kind = 'outcome'", [BOB]
+    ).fetchone()[0]
+    assert "Anna de Vries" in waiting  # her rating of 2 is named, as it should be
+
+    ok(run, "client", "forget", ANNA, "--yes")
+    smtp.clear()
+    deliver(app, db, T0 + timedelta(minutes=5))
+    (coach_mail,) = smtp.to(BOB)
+    text = coach_mail.as_string()
+    assert "Anna" not in text
+    assert "Carl Client rated this session 2 out of 10" in " ".join(text_of(coach_mail).split())
+    assert b"Anna de Vries" not in raw_bytes(app.config["DATABASE"])
 
 
 def test_forget_without_yes_and_without_a_terminal_is_refused(run, db, history):
