@@ -155,7 +155,8 @@ def decide(round_id, choice, reason, usefulness, note, now):
 def close_undecided_now(now: datetime) -> list[dict]:
     db = get_db()
     policy = current_app.config["POLICY"]
-    return close_overdue_rounds(db, now) + end_idle_engagements(db, now, policy)
+    batch = current_app.config["SWEEP_BATCH"]
+    return close_overdue_rounds(db, now, batch) + end_idle_engagements(db, now, policy)
 
 
 @cli.command(name="close-undecided")
@@ -242,7 +243,7 @@ def tick(now, as_json):
     policy = current_app.config["POLICY"]
     summary = {
         "rounds_opened": len(open_due_rounds(db, when, policy)),
-        "rounds_closed": len(close_overdue_rounds(db, when)),
+        "rounds_closed": len(close_overdue_rounds(db, when, current_app.config["SWEEP_BATCH"])),
         "idle_ended": len(end_idle_engagements(db, when, policy)),
         "reminders": send_reminders(db, when),
     }

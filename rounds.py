@@ -22,10 +22,12 @@ from parties import parties_of_round
 from rules import Policy, Verdict, check_decision, judge_round
 from times import later, to_db
 
-# Rounds per transaction in a sweep. Larger batches rewrite the random-keyed index pages
-# (token hashes) fewer times; 10,000 holds the write lock for about a second, which a
-# web request waits out (bench/, issue 7).
+# Overdue rounds closed per transaction (TWOYES_SWEEP_BATCH). Larger batches rewrite the
+# random-keyed index pages (token hashes) fewer times; 5,000 holds the write lock for about
+# half a second on a small machine, which a web request waits out (bench/, issue 7).
 SWEEP_BATCH = 5_000
+# Reminders are queued one party at a time: fewer per transaction.
+REMINDER_BATCH = 500
 
 
 def open_round(db: sqlite_utils.Database, session_id: int, now: datetime, policy: Policy) -> int:
@@ -281,12 +283,14 @@ def close_rounds(
     queue_outcome_mails(db, now)
 
 
-def close_overdue_rounds(db: sqlite_utils.Database, now: datetime) -> list[dict]:
+def close_overdue_rounds(
+    db: sqlite_utils.Database, now: datetime, batch: int = SWEEP_BATCH
+) -> list[dict]:
     """R4: close every open round past its deadline; silence counts as stop.
 
-    Works in batches of SWEEP_BATCH rounds, each one short immediate
-    transaction, so a large sweep neither holds the lock long nor loses
-    its work when interrupted.
+    Works in batches of `batch` rounds, each one immediate transaction, so a
+    large sweep neither holds the lock long nor loses its work when
+    interrupted.
     """
     closed = []
     while True:
@@ -296,7 +300,7 @@ def close_overdue_rounds(db: sqlite_utils.Database, now: datetime) -> list[dict]
                 for row in db.conn.execute(
                     ROUND_FACTS + " WHERE rounds.status = 'open' AND rounds.deadline_at <= ?"
                     " ORDER BY rounds.deadline_at LIMIT ?",
-                    [to_db(now), SWEEP_BATCH],
+                    [to_db(now), batch],
                 )
             ]
             verdicts = settle_rounds(db, rounds, now, deadline_passed=True)
@@ -328,7 +332,7 @@ def send_reminders(db: sqlite_utils.Database, now: datetime) -> int:
     sent = 0
     while True:
         due = db.conn.execute(
-            due_sql + " LIMIT :limit", {"now": to_db(now), "limit": SWEEP_BATCH}
+            due_sql + " LIMIT :limit", {"now": to_db(now), "limit": REMINDER_BATCH}
         ).fetchall()
         if not due:
             return sent

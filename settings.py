@@ -38,6 +38,7 @@ DEFAULTS = {
     "TOKEN_RATE_LIMIT": RATE_LIMIT,
     "RATELIMIT_STORAGE_URI": "memory://",  # per process; a shared store: "redis://..."
     "PROXIES": 0,  # how many reverse proxies set X-Forwarded-For in front of the app
+    "SWEEP_BATCH": 5000,  # overdue rounds closed per transaction (rounds.close_overdue_rounds)
 }
 
 
@@ -70,6 +71,14 @@ def load_settings(app: Flask) -> None:
         ) from error
     if isinstance(config["PROXIES"], bool) or not isinstance(config["PROXIES"], int):
         raise ConfigError("TWOYES_PROXIES must be a whole number (0 when no proxy).")
+    batch = config["SWEEP_BATCH"]
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError("TWOYES_SWEEP_BATCH must be a whole number of 1 or more, such as 5000.")
+    sender = config["MAIL_DEFAULT_SENDER"]
+    if any(end in str(sender) for end in ("\r", "\n")):
+        raise ConfigError(
+            "TWOYES_MAIL_DEFAULT_SENDER must be one line, such as 'twoyes <a@b.org>'."
+        )
     for name in ("PRACTICE_NAME", "PRACTICE_CONTACT"):
         config[name] = str(config[name] or "").strip()
     try:

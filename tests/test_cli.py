@@ -1211,7 +1211,14 @@ def test_python_cli_py_just_works():
 
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [("DECISION_DAYS", "abc"), ("TIMEZONE", "Mars/Olympus"), ("REMINDER_DAYS", "9")],
+    [
+        ("DECISION_DAYS", "abc"),
+        ("TIMEZONE", "Mars/Olympus"),
+        ("REMINDER_DAYS", "9"),
+        ("SWEEP_BATCH", "0"),
+        ("SWEEP_BATCH", "many"),
+        ("MAIL_DEFAULT_SENDER", '"Practice\nBcc: x@example.org" <p@example.org>'),
+    ],
 )
 @pytest.mark.parametrize("command", [("tick",), ("engagement", "list"), ("init",)])
 def test_broken_configuration_is_one_line_naming_the_setting(
