@@ -182,7 +182,9 @@ def end_engagement(
 ) -> bool:
     """Mark an active engagement ended; False when another run ended it first."""
     stage_endings(db, [stop_without_round(engagement_id, reason)])
-    return bool(end_staged_engagements(db, now))
+    ended = end_staged_engagements(db, now)
+    db.conn.execute("DELETE FROM temp.ending")  # no mails here: nothing staged stays behind
+    return bool(ended)
 
 
 def stop_without_round(engagement_id: int, reason: str) -> dict:

@@ -30,8 +30,9 @@ def body_is_utf8(body: bytes) -> bool:
     """Whether a urlencoded form body is UTF-8 through and through (werkzeug would keep a
     bad %FF as literal text, or drop the whole form on raw bad bytes)."""
     try:
-        # Every byte, escaped or not, must read as UTF-8; '&' and '=' cannot join two halves
-        # of a character, so one pass over the whole body tells the same as field by field.
+        # The raw bytes, and then what the escapes stand for, must each read as UTF-8 ('&' and
+        # '=' cannot join two halves of a character, so one pass tells what field by field would).
+        body.decode("utf-8")
         unquote_to_bytes(body.replace(b"+", b" ")).decode("utf-8")
     except UnicodeDecodeError:
         return False

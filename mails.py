@@ -68,6 +68,7 @@ def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
     )
     db.conn.execute(QUEUE_OUTCOME_MAILS, {"at": to_db(now), "low": LOW_USEFULNESS})
     db.conn.execute("DELETE FROM temp.links")  # raw links stay only in the outbox
+    db.conn.execute("DELETE FROM temp.ending")  # mailed: a later call must stage its own
 
 
 # Every party of what is ending, with what its mail needs. Each CROSS JOIN keeps its order:
@@ -129,7 +130,9 @@ said AS (
            json_group_array(json_object('name', name, 'choice', choice, 'reason', reason,
                                         'usefulness', usefulness, 'note', note))
                FILTER (WHERE client_id) AS client_choices
-    -- Fed in decision order, which is the members' order: the lists keep it (test_groups).
+    -- Fed in decision order, which is the members' order. SQLite keeps the order rows are fed
+    -- in through json_group_array and group_concat without promising it (an ORDER BY inside
+    -- the aggregate needs 3.44); test_groups checks it.
     FROM (SELECT decisions.*, clients.name
           FROM temp.ending CROSS JOIN decisions ON decisions.round_id = ending.round_id
           LEFT JOIN clients ON clients.id = decisions.client_id
@@ -159,10 +162,12 @@ SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
            -- Only the coach hears whom it was with, who said what, and whose rating was low.
            'client_names', CASE WHEN role = 'coach' THEN coalesce(
                client_names,
-               (SELECT group_concat(named.name, ', ') FROM members AS others
-                  JOIN clients AS named ON named.id = others.client_id
-                 WHERE others.engagement_id = mails.engagement_id
-                   AND others.status = 'active' AND mails.round_id IS NULL)) END,
+               (SELECT group_concat(name, ', ') FROM (
+                    SELECT named.name FROM members AS others
+                      JOIN clients AS named ON named.id = others.client_id
+                     WHERE others.engagement_id = mails.engagement_id
+                       AND others.status = 'active' AND mails.round_id IS NULL
+                     ORDER BY others.id))) END,
            'low_usefulness', json(CASE WHEN role = 'coach' THEN low_usefulness END),
            'client_choices', json(CASE WHEN role = 'coach' THEN client_choices END),
            'welcome_back_token', welcome_back_token

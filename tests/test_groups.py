@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
 
-from engagements import describe_engagement, start_engagement
+from engagements import describe_engagement, end_idle_engagements, start_engagement
 from members import remove_member
 from people import add_person
 from rounds import close_overdue_rounds, record_decision, send_reminders
 from sessions import record_session_done
-from tokens import find_decision_id
+from tokens import find_decision_id, find_member_id
 
 COACH = ("Fiona Facilitator", "fiona@example.org")
 PEOPLE = {
@@ -1180,3 +1180,30 @@ def test_the_coachs_outcome_mail_lists_members_in_the_order_they_joined(
         body = plain(text_of(only_mail(smtp, who, since=mark)))
         others = [name(other) for other in ("gijs", "anna", "eva", "ben") if other != who]
         assert not any(other in body for other in others), body
+
+
+def test_an_idle_groups_coach_mail_names_the_members_in_the_order_they_joined(db, crew):
+    """R6 through the same set-based statement: the coach's mail names whom the group was
+    with, in the order they joined, and each member gets their own goodbye with a link."""
+    engagement_id = start_group(db, "gijs", "anna")
+    end_idle_engagements(db, T0 + timedelta(days=61), POLICY)
+    told = {
+        row[0]: json.loads(row[1])
+        for row in db.conn.execute(
+            "SELECT to_email, context FROM outbox WHERE kind = 'outcome' AND engagement_id = ?",
+            [engagement_id],
+        )
+    }
+    assert set(told) == {COACH[1], address("gijs"), address("anna")}
+    assert told[COACH[1]]["client_names"] == f"{name('gijs')}, {name('anna')}"
+    assert told[COACH[1]]["welcome_back_token"] is None
+    for who in ("gijs", "anna"):
+        assert told[address(who)]["end_reason"] == "idle"
+        assert told[address(who)]["client_names"] is None
+        member_id = db.conn.execute(
+            "SELECT members.id FROM members JOIN clients ON clients.id = members.client_id"
+            " WHERE members.engagement_id = ? AND clients.email = ?",
+            [engagement_id, address(who)],
+        ).fetchone()[0]
+        link = told[address(who)]["welcome_back_token"]
+        assert find_member_id(db, link, T0 + timedelta(days=62)) == member_id
