@@ -5,6 +5,7 @@ our own is mocked; the clock is moved by passing `now`.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import os
 import re
@@ -89,16 +90,24 @@ def token_of(link: str) -> str:
     return re.search(r"/(?:d|b)/([A-Za-z0-9_-]{43})", link).group(1)
 
 
+@contextlib.contextmanager
+def serve_smtp(handler, **options):
+    """Run an aiosmtpd handler as a real server on 127.0.0.1, on a free port (handler.port),
+    for the length of the block; `options` go to aiosmtpd's Controller (TLS, for one)."""
+    handler.port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=handler.port, **options)
+    controller.start()
+    try:
+        yield handler
+    finally:
+        controller.stop()
+
+
 @pytest.fixture
 def smtp():
     """A real SMTP server on 127.0.0.1, on a free port, collecting what it accepts."""
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    inbox.port = port
-    yield inbox
-    controller.stop()
+    with serve_smtp(Inbox()) as inbox:
+        yield inbox
 
 
 @pytest.fixture

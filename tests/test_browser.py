@@ -29,9 +29,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from babel.messages.pofile import read_po
-from conftest import ROOT, Inbox, free_port, html_of, links_in, token_of
+from conftest import ROOT, Inbox, free_port, html_of, links_in, serve_smtp, token_of
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from language import REASON_LABELS
@@ -209,12 +208,8 @@ class Practice:
 @pytest.fixture(scope="module")
 def inbox() -> Iterator[Inbox]:
     """The same real SMTP server as conftest's `smtp`, kept for the module like the app."""
-    inbox = Inbox()
-    inbox.port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
-    controller.start()
-    yield inbox
-    controller.stop()
+    with serve_smtp(Inbox()) as inbox:
+        yield inbox
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiosmtpd.controller import Controller
-from conftest import POLICY, T0, Inbox, deliver, dump, free_port, links_in, token_of
+from conftest import POLICY, T0, Inbox, deliver, dump, links_in, serve_smtp, token_of
 from test_language import english_sentences, extracted  # noqa: F401 (a fixture)
 
 import db as database
@@ -51,13 +50,8 @@ class RefusingInbox(Inbox):
 @pytest.fixture
 def smtp():
     """This module's SMTP server: the conftest one, but it refuses Dana's address."""
-    inbox = RefusingInbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    inbox.port = port
-    yield inbox
-    controller.stop()
+    with serve_smtp(RefusingInbox()) as inbox:
+        yield inbox
 
 
 def decide(db, round_id, who, now, **values):

@@ -24,8 +24,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
-from conftest import ROOT, free_port
+from conftest import ROOT, serve_smtp
 from test_invariants import assert_invariants
 
 import db as database
@@ -72,13 +71,8 @@ class Recorder:
 
 @pytest.fixture
 def recorder():
-    handler = Recorder()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    handler.port = port
-    yield handler
-    controller.stop()
+    with serve_smtp(Recorder()) as handler:
+        yield handler
 
 
 def build_the_week(db) -> None:

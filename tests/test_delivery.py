@@ -5,7 +5,6 @@ overlapping runs of the command line (real processes).
 
 from __future__ import annotations
 
-import contextlib
 import email
 import json
 import os
@@ -23,8 +22,18 @@ from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
-from conftest import LINK, POLICY, ROOT, T0, deliver, free_port, links_in, text_of, token_of
+from conftest import (
+    LINK,
+    POLICY,
+    ROOT,
+    T0,
+    deliver,
+    free_port,
+    links_in,
+    serve_smtp,
+    text_of,
+    token_of,
+)
 from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -100,18 +109,6 @@ class Picky:
             return self.answer
         self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
         return "250 OK"
-
-
-@contextlib.contextmanager
-def running(handler):
-    """Run an aiosmtpd handler on 127.0.0.1 on a free port; yields the port."""
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
 
 
 def cli_env(settings: dict, **extra: str) -> dict[str, str]:
@@ -248,7 +245,8 @@ def test_mail_max_emails_hands_the_rest_of_the_run_to_a_new_connection(
             peers.append(session.peer)
             return "250 OK"
 
-    with running(Counting()) as port:
+    with serve_smtp(Counting()) as server:
+        port = server.port
         report = deliver(app_with(settings, MAIL_PORT=port, MAIL_MAX_EMAILS=3), db)
     assert (report.sent, len(peers)) == (4, 4)
     assert len(set(peers[:3])) == 1 and peers[3] != peers[0]
@@ -556,7 +554,8 @@ def test_a_refusal_fails_for_good_on_5xx_and_waits_on_4xx(
     record_session_done(db, engagement, T0, POLICY)
     handler = Picky(stage, answer, refused="anna@example.org")
     now = T0 + timedelta(minutes=1)
-    with running(handler) as port:
+    with serve_smtp(handler) as server:
+        port = server.port
         picky = app_with(settings, MAIL_PORT=port)
         report = deliver(picky, db, now=now)
         # The refusal of one recipient does not hold up the others in the same run.
@@ -580,7 +579,8 @@ def test_a_refusal_fails_for_good_on_5xx_and_waits_on_4xx(
     if status == "queued":
         # The server accepts her mail later: delivered once, with the same Message-ID.
         accepting = Picky()
-        with running(accepting) as port:
+        with serve_smtp(accepting) as server:
+            port = server.port
             later = app_with(settings, MAIL_PORT=port)
             assert deliver(later, db, now=now + timedelta(minutes=1)).sent == 0
             assert deliver(later, db, now=now + timedelta(minutes=2)).sent == 1

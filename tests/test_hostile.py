@@ -29,8 +29,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from aiosmtpd.controller import Controller
-from conftest import POLICY, ROOT, Inbox, deliver, dump, free_port, html_of, links_in, text_of
+from conftest import POLICY, ROOT, Inbox, deliver, dump, html_of, links_in, serve_smtp, text_of
 from conftest import token_of as token_in_link
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -820,24 +819,18 @@ def test_tls_certificates_are_verified_unless_the_operator_names_a_ca_file(
     cert, key = certificate
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    inbox = Inbox()
-    port = free_port()
     if flag == "MAIL_USE_TLS":
-        controller = Controller(
-            inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True
-        )
+        options = {"tls_context": context, "require_starttls": True}
     else:
-        controller = Controller(inbox, hostname="127.0.0.1", port=port, ssl_context=context)
+        options = {"ssl_context": context}
     now = queued_for(db, 1)
-    controller.start()
-    try:
+    with serve_smtp(Inbox(), **options) as inbox:
+        port = inbox.port
         untrusted, _ = send_process(settings, port, now + timedelta(minutes=1), **{flag: "true"})
         rows = outbox_rows(db)
         trusted, _ = send_process(
             settings, port, now + timedelta(minutes=3), **{flag: "true", "MAIL_CA_FILE": str(cert)}
         )
-    finally:
-        controller.stop()
 
     assert untrusted.returncode == 0, untrusted.stderr
     assert "Traceback" not in untrusted.stderr

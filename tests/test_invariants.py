@@ -28,8 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
-from conftest import Inbox, dump, free_port
+from conftest import Inbox, dump, serve_smtp
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -802,13 +801,8 @@ NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
 
 @pytest.fixture(scope="module")
 def mail_server():
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    inbox.port = port
-    yield inbox
-    controller.stop()
+    with serve_smtp(Inbox()) as inbox:
+        yield inbox
 
 
 def test_random_histories_keep_every_promise(mail_server, tmp_path_factory):
