@@ -39,7 +39,7 @@ from rounds import record_decision
 from rules import REASONS
 from settings import DEFAULTS, load_settings
 from times import utcnow
-from tokens import find_coach_view, find_decision_id, find_member_id
+from tokens import find_coach_view, find_decision, find_decision_id, find_member_id
 
 mail = Mail()
 
@@ -172,14 +172,15 @@ def show_http_error(error):
     return render_template("error.html", status=status, message=message), status
 
 
-def decide_from_form(decision_id: int, now, *, via: str, show, done: str):
+def decide_from_form(decision_id: int, round_status: str, now, *, via: str, show, done: str):
     """A decision POST, from a party's page or a coach's overview: refuse what a scanner or a
     closed round sends, record what a person sends, then 303 to `done`.
 
-    `show(status=..., form=..., notice=...)` renders the page again with a message.
+    `round_status` is as the caller just read it; record_decision checks it again under the
+    write lock. `show(status=..., form=..., notice=...)` renders the page again with a message.
     """
     db = get_db()
-    if round_status_of(db, decision_id) == "closed":
+    if round_status == "closed":
         return show(status=409, notice=[ROUND_CLOSED])
     if not body_is_utf8(request.get_data(cache=True)):
         return show(status=400, notice=[GARBLED])
@@ -253,9 +254,10 @@ def register_routes(app: Flask, tokens_limit: TokenRateLimit) -> None:
     def decide(token: str):
         db = get_db()
         now = utcnow()
-        decision_id = find_decision_id(db, token, now)
+        found = find_decision(db, token, now)
         return decide_from_form(
-            decision_id,
+            found["decision_id"],
+            found["round_status"],
             now,
             via="web",
             show=functools.partial(decision_page, token),
@@ -392,6 +394,7 @@ def register_coach_routes(app: Flask, tokens_limit: TokenRateLimit) -> None:
         decision_id = get_coach_decision_id(db, coach_id, round_id)  # another's round: 404
         return decide_from_form(
             decision_id,
+            round_status_of(db, decision_id),
             now,
             via="coach_view",
             show=functools.partial(coach_page, token),

@@ -62,10 +62,6 @@ def new_decision_token(db: sqlite_utils.Database, decision_id: int, now: datetim
     return _new(db, now, "decide", decision_id=decision_id)
 
 
-def new_welcome_back_token(db: sqlite_utils.Database, member_id: int, now: datetime) -> str:
-    return new_welcome_back_tokens(db, [member_id], now)[member_id]
-
-
 def new_welcome_back_tokens(
     db: sqlite_utils.Database, member_ids: list[int], now: datetime
 ) -> dict[int, str]:
@@ -97,6 +93,12 @@ def new_coach_view_token(db: sqlite_utils.Database, coach_id: int, now: datetime
 
 def find_decision_id(db: sqlite_utils.Database, raw: str, now: datetime) -> int:
     """The decision a token acts for; NotFound when unknown, malformed or expired."""
+    return find_decision(db, raw, now)["decision_id"]
+
+
+def find_decision(db: sqlite_utils.Database, raw: str, now: datetime) -> dict:
+    """The decision a token acts for and its round's status ('open' or 'closed'), read in the
+    one lookup; NotFound when unknown, malformed or expired."""
     row = _lookup(
         db,
         raw,
@@ -110,7 +112,7 @@ def find_decision_id(db: sqlite_utils.Database, raw: str, now: datetime) -> int:
         and from_db(row["closed_at"]) + timedelta(days=DECISION_VIEW_DAYS) <= now
     ):
         raise _not_found()
-    return row["decision_id"]
+    return {"decision_id": row["decision_id"], "round_status": row["status"]}
 
 
 def find_member_id(db: sqlite_utils.Database, raw: str, now: datetime) -> int:
