@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint install install-dev clean bench translations messages
+.PHONY: run test test-fast lint install install-dev clean bench translations messages
 
 CATALOGS := $(patsubst %.po,%.mo,$(wildcard translations/*/LC_MESSAGES/messages.po))
 
@@ -14,9 +14,15 @@ run: $(VENV)/.installed-run translations
 test: $(VENV)/.installed-dev translations lint
 	$(PY) -m pytest
 
+# The edit loop: everything but the slow tests (crash, browser, concurrency, invariants).
+test-fast: $(VENV)/.installed-dev translations
+	$(PY) -m pytest -m "not slow"
+
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	# The architecture: which layer may import which (pyproject.toml, tool.importlinter).
+	$(VENV)/bin/lint-imports --no-cache
 	# Security lint; each exception is marked (and justified) where it stands.
 	$(VENV)/bin/bandit --quiet --recursive . --exclude ./.venv,./tests,./bench,./test-artifacts
 

@@ -7,7 +7,7 @@ replaced by an ellipsis.
 
 from gunicorn.glogging import Logger
 
-from logs import hide_tokens
+from twoyes.logs import hide_tokens
 
 bind = "127.0.0.1:8000"
 workers = 2

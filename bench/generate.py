@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import db as database  # noqa: E402
-from times import to_db  # noqa: E402
+from twoyes import db as database  # noqa: E402
+from twoyes.times import to_db  # noqa: E402
 
 COACHES = 100
 

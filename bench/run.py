@@ -395,7 +395,7 @@ class Web:
         from urllib.parse import urlencode
 
         sys.path.insert(0, str(ROOT))
-        from forms import FormStamp  # the project's own stamp, whatever its format
+        from twoyes.web.forms import FormStamp  # the project's own stamp, whatever its format
 
         tokens = self.tokens.read_text().split()
         engagements = len(tokens) // 2

@@ -30,12 +30,12 @@ if os.environ.get("CI"):
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import db as database  # noqa: E402
-from app import create_app  # noqa: E402
-from cli import cli  # noqa: E402
-from engagements import start_engagement  # noqa: E402
-from people import add_person  # noqa: E402
-from rules import Policy  # noqa: E402
+from twoyes import db as database  # noqa: E402
+from twoyes.cli import cli  # noqa: E402
+from twoyes.engagements import start_engagement  # noqa: E402
+from twoyes.people import add_person  # noqa: E402
+from twoyes.rules import Policy  # noqa: E402
+from twoyes.web import create_app  # noqa: E402
 
 # The tests start "now", so that the web app (which reads the real clock) and the
 # domain calls (which take `now`) agree; later moments are T0 + timedelta(...).
@@ -186,7 +186,7 @@ def engagement(db, people):
 
 def deliver(app, db, now=None):
     """Deliver everything due over the real SMTP server."""
-    from delivery import deliver_due_mail
+    from twoyes.mail.delivery import deliver_due_mail
 
     # Mail queued by the web app is stamped with the real clock, so "due" is never before it.
     when = now or max(T0, datetime.now(UTC)) + timedelta(minutes=1)

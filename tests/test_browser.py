@@ -33,8 +33,10 @@ from babel.messages.pofile import read_po
 from conftest import ROOT, Inbox, free_port, html_of, links_in, serve_smtp, token_of
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from language import REASON_LABELS
-from rules import REASONS
+from twoyes.labels import REASON_LABELS
+from twoyes.rules import REASONS
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -22,9 +22,9 @@ import click
 import pytest
 from conftest import LINK, ROOT, T0, dump, free_port
 
-from cli import cli
-from db import SCHEMA_VERSION
-from rounds import record_decision
+from twoyes.cli import cli
+from twoyes.db import SCHEMA_VERSION
+from twoyes.rounds import record_decision
 
 TABLES = {
     "coaches",

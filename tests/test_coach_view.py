@@ -21,11 +21,11 @@ import pytest
 from conftest import POLICY, T0, Inbox, deliver, dump, links_in, serve_smtp, token_of
 from test_language import english_sentences, extracted  # noqa: F401 (a fixture)
 
-import db as database
-from engagements import start_engagement
-from people import add_person
-from rounds import close_overdue_rounds, record_decision
-from sessions import record_session_done
+from twoyes import db as database
+from twoyes.engagements import start_engagement
+from twoyes.people import add_person
+from twoyes.rounds import close_overdue_rounds, record_decision
+from twoyes.sessions import record_session_done
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 REFUSED = "dana@example.org"
@@ -530,7 +530,7 @@ def test_the_overview_sends_the_security_headers(run, practice, client):
 
 
 def test_the_overview_is_rate_limited_like_the_other_links(settings, run, practice):
-    from app import create_app
+    from twoyes.web import create_app
 
     limited = create_app({"TESTING": True, **settings, "TOKEN_RATE_LIMIT": "5 per minute"})
     browser = limited.test_client()

@@ -25,12 +25,14 @@ from conftest import POLICY, ROOT, deliver, free_port, links_in, token_of
 from test_delivery import cli_env, run_at_once
 from test_invariants import assert_invariants, invariant_violations
 
-from db import transaction
-from engagements import start_engagement
-from outbox import claim_due_mail, mark_sent
-from people import add_person
-from rounds import record_decision
-from sessions import plan_session, record_session_done
+from twoyes.db import transaction
+from twoyes.engagements import start_engagement
+from twoyes.outbox import claim_due_mail, mark_sent
+from twoyes.people import add_person
+from twoyes.rounds import record_decision
+from twoyes.sessions import plan_session, record_session_done
+
+pytestmark = pytest.mark.slow
 
 # --- cron: tick, send and close-undecided at once ---------------------------------------------
 

@@ -27,14 +27,16 @@ import pytest
 from conftest import ROOT, serve_smtp
 from test_invariants import assert_invariants
 
-import db as database
-from db import transaction
-from engagements import start_engagement
-from outbox import CLAIM_MINUTES, claim_due_mail, mark_sent
-from people import add_person
-from rounds import record_decision
-from rules import Policy
-from sessions import plan_session, record_session_done
+from twoyes import db as database
+from twoyes.db import transaction
+from twoyes.engagements import start_engagement
+from twoyes.outbox import CLAIM_MINUTES, claim_due_mail, mark_sent
+from twoyes.people import add_person
+from twoyes.rounds import record_decision
+from twoyes.rules import Policy
+from twoyes.sessions import plan_session, record_session_done
+
+pytestmark = pytest.mark.slow
 
 SEED = 20261127
 KILLS = 20

@@ -38,15 +38,15 @@ from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-import outbox
-from app import create_app
-from db import transaction
-from delivery import deliver_due_mail, header, multipart_alternative
-from engagements import start_engagement
-from people import add_person
-from rounds import close_overdue_rounds, send_reminders
-from sessions import record_session_done
-from times import from_db
+from twoyes import outbox
+from twoyes.db import transaction
+from twoyes.engagements import start_engagement
+from twoyes.mail.delivery import deliver_due_mail, header, multipart_alternative
+from twoyes.people import add_person
+from twoyes.rounds import close_overdue_rounds, send_reminders
+from twoyes.sessions import record_session_done
+from twoyes.times import from_db
+from twoyes.web import create_app
 
 SENDER = "practice@example.org"
 
@@ -133,7 +133,7 @@ def cli_env(settings: dict, **extra: str) -> dict[str, str]:
 LAUNCH = """
 import os, sys, time
 sys.argv[0] = "cli.py"
-import cli
+from twoyes import cli
 open(os.environ["DELIVERY_TEST_READY"], "w").close()
 deadline = time.monotonic() + 60
 while not os.path.exists(os.environ["DELIVERY_TEST_GO"]) and time.monotonic() < deadline:

@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
 
-from engagements import describe_engagement, end_idle_engagements, start_engagement
-from members import remove_member
-from people import add_person
-from rounds import close_overdue_rounds, record_decision, send_reminders
-from sessions import record_session_done
-from tokens import find_decision_id, find_member_id
+from twoyes.engagements import describe_engagement, end_idle_engagements, start_engagement
+from twoyes.members import remove_member
+from twoyes.people import add_person
+from twoyes.rounds import close_overdue_rounds, record_decision, send_reminders
+from twoyes.sessions import record_session_done
+from twoyes.tokens import get_decision_id, get_member_id
 
 COACH = ("Fiona Facilitator", "fiona@example.org")
 PEOPLE = {
@@ -473,7 +473,7 @@ def test_between_the_deadline_and_cron_a_continuing_members_page_tells_the_truth
     for who in ("coach", "anna", "ben"):
         token = token_in(only_mail(smtp, who, ASK))
         record_decision(
-            db, find_decision_id(db, token, opened), opened + timedelta(days=1), choice="continue"
+            db, get_decision_id(db, token, opened), opened + timedelta(days=1), choice="continue"
         )
 
     # Chloe, silent, finds no form any more: her answer would come too late (R4).
@@ -1206,4 +1206,4 @@ def test_an_idle_groups_coach_mail_names_the_members_in_the_order_they_joined(db
             [engagement_id, address(who)],
         ).fetchone()[0]
         link = told[address(who)]["welcome_back_token"]
-        assert find_member_id(db, link, T0 + timedelta(days=62)) == member_id
+        assert get_member_id(db, link, T0 + timedelta(days=62)) == member_id

@@ -36,13 +36,13 @@ from hypothesis import strategies as st
 from markupsafe import escape
 from test_delivery import cli_env
 
-from app import create_app
-from engagements import start_engagement
-from outbox import CLAIM_MINUTES, MAX_ATTEMPTS
-from people import add_person
-from rounds import send_reminders
-from rules import REASONS
-from sessions import record_session_done
+from twoyes.engagements import start_engagement
+from twoyes.outbox import CLAIM_MINUTES, MAX_ATTEMPTS
+from twoyes.people import add_person
+from twoyes.rounds import send_reminders
+from twoyes.rules import REASONS
+from twoyes.sessions import record_session_done
+from twoyes.web import create_app
 
 # Each example builds what it needs in the test's own database, so sharing the
 # function-scoped fixtures between examples is intended.

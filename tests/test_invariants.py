@@ -40,17 +40,19 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-import db as database
-from app import create_app
-from delivery import deliver_due_mail
-from engagements import end_idle_engagements, reopen_engagement, start_engagement
-from errors import Conflict, Invalid, NotFound, TwoyesError
-from members import add_member, remove_member
-from people import add_person
-from rounds import close_overdue_rounds, open_due_rounds, record_decision, send_reminders
-from rules import REASONS, Policy
-from sessions import plan_session, record_session_done
-from times import to_db
+from twoyes import db as database
+from twoyes.engagements import end_idle_engagements, reopen_engagement, start_engagement
+from twoyes.errors import Conflict, Invalid, NotFound, TwoyesError
+from twoyes.mail.delivery import deliver_due_mail
+from twoyes.members import add_member, remove_member
+from twoyes.people import add_person
+from twoyes.rounds import close_overdue_rounds, open_due_rounds, record_decision, send_reminders
+from twoyes.rules import REASONS, Policy
+from twoyes.sessions import plan_session, record_session_done
+from twoyes.times import to_db
+from twoyes.web import create_app
+
+pytestmark = pytest.mark.slow
 
 SENDER_DOMAIN = "example.org"
 

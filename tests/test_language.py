@@ -15,10 +15,10 @@ import pytest
 from babel.messages.pofile import read_po
 from conftest import POLICY, ROOT, T0, deliver, html_of, links_in, text_of, token_of
 
-from engagements import start_engagement
-from people import add_person
-from rounds import record_decision
-from sessions import record_session_done
+from twoyes.engagements import start_engagement
+from twoyes.people import add_person
+from twoyes.rounds import record_decision
+from twoyes.sessions import record_session_done
 
 PLACEHOLDER = re.compile(r"%\(\w+\)s")
 
@@ -155,7 +155,7 @@ def test_no_english_sentence_reaches_a_dutch_reader(app, db, client, smtp, extra
         for link in links_in(message):
             pages.append(client.get(link.split("twoyes.test", 1)[1]).get_data(as_text=True))
     # Reminders, then outcomes: the individual one ends, the group goes on without Fleur.
-    from rounds import send_reminders
+    from twoyes.rounds import send_reminders
 
     send_reminders(db, T0 + timedelta(days=5, minutes=1))
     coach_one, daan_one = (

@@ -13,7 +13,8 @@ import urllib.request
 
 from conftest import POLICY, ROOT, T0, deliver, free_port, links_in, token_of
 
-from sessions import record_session_done
+from twoyes.sessions import record_session_done
+from twoyes.web import create_app
 
 
 def wait_for(url: str, process: subprocess.Popen, seconds: float = 20) -> None:
@@ -95,14 +96,16 @@ def test_the_development_server_logs_paths_without_tokens(app, db, engagement, s
         assert token not in log
 
 
-def test_flasks_error_log_leaves_the_token_out(app, db, engagement, smtp, caplog, tmp_path):
+def test_flasks_error_log_leaves_the_token_out(
+    app, db, engagement, smtp, settings, caplog, tmp_path
+):
     """A request that fails is logged with its path; the token is taken out first."""
     tokens = real_tokens(app, db, engagement, smtp)
-    app.testing = False  # let the error handler log, as in production
     # The database cannot be opened (a folder stands in its place): Flask logs the failure.
-    app.config["DATABASE"] = str(tmp_path)
-    broken = app.test_client()
-    with caplog.at_level(logging.ERROR, logger=app.logger.name):
+    broken_app = create_app(settings | {"DATABASE": str(tmp_path)})
+    broken_app.testing = False  # let the error handler log, as in production
+    broken = broken_app.test_client()
+    with caplog.at_level(logging.ERROR, logger=broken_app.logger.name):
         answer = broken.get(f"/d/{tokens[0]}")
     assert answer.status_code == 500
     assert any("/d/…" in record.getMessage() for record in caplog.records), caplog.text

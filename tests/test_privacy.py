@@ -27,13 +27,13 @@ from pathlib import Path
 import pytest
 from conftest import POLICY, ROOT, T0, deliver, dump, links_in, text_of, token_of
 
-import db as database
-from app import create_app
-from db import SCHEMA_VERSION
-from engagements import start_engagement
-from retention import purge_delivered_mail
-from rounds import record_decision, send_reminders
-from sessions import record_session_done
+from twoyes import db as database
+from twoyes.db import SCHEMA_VERSION
+from twoyes.engagements import start_engagement
+from twoyes.retention import purge_delivered_mail
+from twoyes.rounds import record_decision, send_reminders
+from twoyes.sessions import record_session_done
+from twoyes.web import create_app
 
 ANNA, BOB, CARL = "anna@example.org", "bob@example.org", "carl@example.org"
 ANNA_IP, ANNA_AGENT = "203.0.113.7", "AnnaBrowser/1.0 (privacy test)"
@@ -682,11 +682,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, sys.argv[1])
-import db as database
-from engagements import start_engagement
-from people import add_person
-from rules import Policy
-from sessions import record_session_done
+from twoyes import db as database
+from twoyes.engagements import start_engagement
+from twoyes.people import add_person
+from twoyes.rules import Policy
+from twoyes.sessions import record_session_done
 
 connection = database.connect(sys.argv[2])
 stop, done = Path(sys.argv[3]), Path(sys.argv[4])

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from conftest import POLICY, T0, deliver, text_of
 
-from engagements import end_idle_engagements, start_engagement
-from people import add_person
-from reports import decision_rows, practice_report, practice_status
-from rounds import close_overdue_rounds, record_decision
-from sessions import plan_session, record_session_done
+from twoyes.engagements import end_idle_engagements, start_engagement
+from twoyes.people import add_person
+from twoyes.reports import decision_rows, practice_report, practice_status
+from twoyes.rounds import close_overdue_rounds, record_decision
+from twoyes.sessions import plan_session, record_session_done
 
 
 def decide(db, round_id, who, now, **values):

@@ -7,17 +7,16 @@ from datetime import timedelta
 import pytest
 from conftest import POLICY, T0, dump
 
-import errors
-import tokens
-from engagements import end_idle_engagements, reopen_engagement, start_engagement
-from rounds import (
+from twoyes import errors, tokens
+from twoyes.engagements import end_idle_engagements, reopen_engagement, start_engagement
+from twoyes.rounds import (
     close_overdue_rounds,
     open_due_rounds,
     record_decision,
     send_reminders,
 )
-from sessions import plan_session, record_session_done
-from times import from_db
+from twoyes.sessions import plan_session, record_session_done
+from twoyes.times import from_db
 
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
@@ -29,7 +28,7 @@ DAY = timedelta(days=1)
 
 def link_owner(db, token: str) -> str:
     """The address of the client a welcome-back link acts for (it opens for a year)."""
-    member_id = tokens.find_member_id(db, token, T0 + 100 * DAY)
+    member_id = tokens.get_member_id(db, token, T0 + 100 * DAY)
     return db.conn.execute(
         "SELECT clients.email FROM members JOIN clients ON clients.id = members.client_id"
         " WHERE members.id = ?",
@@ -140,7 +139,7 @@ def test_each_party_gets_its_own_links(db, held):
     """R1: each decision mail carries a token that acts for that party alone."""
     _, round_id = held
     found = {
-        address: tokens.find_decision_id(db, context["decide_token"], T0)
+        address: tokens.get_decision_id(db, context["decide_token"], T0)
         for address, context in mails(db, "decision")
     }
     assert found == {BOB: decision_of(db, round_id, "coach"), ANNA: decision_of(db, round_id, ANNA)}
@@ -581,11 +580,11 @@ def test_welcome_back_link_is_valid_for_365_days(db, held):
         "SELECT id FROM members WHERE engagement_id = ?", [engagement]
     ).fetchone()[0]
 
-    assert tokens.find_member_id(db, token, ended_at + timedelta(days=364)) == member_id
+    assert tokens.get_member_id(db, token, ended_at + timedelta(days=364)) == member_id
     # It may be used again later: finding it changes nothing.
-    assert tokens.find_member_id(db, token, ended_at + timedelta(days=364)) == member_id
+    assert tokens.get_member_id(db, token, ended_at + timedelta(days=364)) == member_id
     with pytest.raises(errors.NotFound):
-        tokens.find_member_id(db, token, ended_at + timedelta(days=366))
+        tokens.get_member_id(db, token, ended_at + timedelta(days=366))
 
 
 # R9: reminders
@@ -617,8 +616,8 @@ def test_reminder_links_are_fresh_and_the_old_ones_keep_working(db, held):
     anna = decision_of(db, round_id, ANNA)
 
     assert new != old
-    assert tokens.find_decision_id(db, new, T0 + 5 * DAY) == anna
-    assert tokens.find_decision_id(db, old, T0 + 5 * DAY) == anna
+    assert tokens.get_decision_id(db, new, T0 + 5 * DAY) == anna
+    assert tokens.get_decision_id(db, old, T0 + 5 * DAY) == anna
     assert recipients(db, "reminder") == {BOB: 1, ANNA: 1}
 
 

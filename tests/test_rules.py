@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from rules import NOTE_MAX, Policy, Verdict, check_decision, judge_round
+from twoyes.rules import NOTE_MAX, Policy, Verdict, check_decision, judge_round
 
 ANNA, CARL, DORA = 1, 2, 3
 

@@ -2,7 +2,7 @@
 
 from conftest import POLICY, T0, deliver, links_in, text_of, token_of
 
-from sessions import record_session_done
+from twoyes.sessions import record_session_done
 
 
 def test_both_continue_by_mail_links(app, db, client, engagement, smtp):

@@ -20,11 +20,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
 
-from app import create_app
-from engagements import start_engagement
-from rounds import send_reminders
-from sessions import record_session_done
-from times import to_db
+from twoyes.engagements import start_engagement
+from twoyes.rounds import send_reminders
+from twoyes.sessions import record_session_done
+from twoyes.times import to_db
+from twoyes.web import create_app
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 NOT_RECORDED = "Please confirm your choice by pressing the button once more."
@@ -1133,7 +1133,7 @@ def test_every_page_sends_the_security_headers(app, db, client, smtp, engagement
 
 def test_token_pages_are_rate_limited_per_address(settings, engagement, db, app, smtp):
     """Guessing tokens by the thousand meets a 429 page, in the reader's language."""
-    from app import create_app
+    from twoyes.web import create_app
 
     limited = create_app({"TESTING": True, **settings, "TOKEN_RATE_LIMIT": "5 per minute"})
     browser = limited.test_client()
@@ -1150,8 +1150,8 @@ def test_token_pages_are_rate_limited_per_address(settings, engagement, db, app,
 
 
 def test_the_rate_limit_setting_must_read_like_limits(settings):
-    from app import create_app
-    from settings import ConfigError
+    from twoyes.settings import ConfigError
+    from twoyes.web import create_app
 
     with pytest.raises(ConfigError, match="TWOYES_TOKEN_RATE_LIMIT"):
         create_app({**settings, "TOKEN_RATE_LIMIT": "lots"})
@@ -1162,7 +1162,7 @@ def test_a_generated_secret_key_is_kept_readable_by_its_owner_only(settings, tmp
     and the next start reads the same one (stamps stay valid across restarts)."""
     import stat
 
-    from app import create_app
+    from twoyes.web import create_app
 
     mine = {key: value for key, value in settings.items() if key != "SECRET_KEY"}
     mine["INSTANCE_PATH"] = str(tmp_path / "fresh-instance")

@@ -1,0 +1,1 @@
+"""twoyes: after every session, coach and client each decide whether another is useful."""

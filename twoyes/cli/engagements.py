@@ -1,0 +1,280 @@
+"""The commands for a coach's work: engagements and their members, and sessions.
+
+`engagement start` begins one (a group with several --client options),
+`session add` plans a session and `session done` records one that was held,
+which opens its round and mails every party (R1).
+"""
+
+from __future__ import annotations
+
+import click
+
+from twoyes.cli.options import (
+    get_db,
+    json_option,
+    now_option,
+    print_json,
+    settings,
+    the_time,
+    with_app,
+)
+from twoyes.engagements import (
+    describe_engagement,
+    list_engagements,
+    reopen_engagement,
+    start_engagement,
+)
+from twoyes.members import add_member, remove_member
+from twoyes.rounds import get_coach_decision_id, record_decision
+from twoyes.rules import CHOICES, REASONS
+from twoyes.sessions import plan_session, record_session_done
+from twoyes.times import utcnow
+
+
+@click.group()
+def engagement():
+    """Start, list, show and reopen engagements."""
+
+
+@engagement.command(name="start")
+@click.option("--coach", "coach_email", required=True, help="The coach's e-mail address.")
+@click.option(
+    "--client",
+    "client_emails",
+    required=True,
+    multiple=True,
+    help="A client's address; repeat for a group.",
+)
+@click.option("--title", help="A short name, such as 'Leadership training'.")
+@click.option(
+    "--min-members",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Groups: how many members must continue for the group to go on.",
+)
+@json_option
+@with_app
+def engagement_start(coach_email, client_emails, title, min_members, as_json):
+    """Start an engagement; two or more clients make a group.
+
+    Example: python cli.py engagement start --coach bob@example.org --client anna@example.org
+    """
+    engagement_id = start_engagement(
+        get_db(), coach_email, list(client_emails), utcnow(), title=title, min_members=min_members
+    )
+    if as_json:
+        print_json({"id": engagement_id})
+    else:
+        click.echo(
+            f"Started engagement {engagement_id}. After a session: "
+            f"python cli.py session done {engagement_id}"
+        )
+
+
+@engagement.command(name="list")
+@click.option("--status", type=click.Choice(["active", "ended"]), help="Only these.")
+@json_option
+@with_app
+def engagement_list(status, as_json):
+    """List engagements, newest first, one line each.
+
+    Example: python cli.py engagement list --status active
+    """
+    rows = list_engagements(get_db(), status)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("No engagements yet." if status is None else f"No {status} engagements.")
+    for row in rows:
+        state = row["status"] if row["status"] == "active" else f"ended ({row['end_reason']})"
+        title = f" {row['title']!r}" if row["title"] else ""
+        click.echo(
+            f"{row['id']:>4}  {state:<24} {row['coach_name']} with {row['clients'] or 'nobody'}"
+            f"{title}, {row['sessions_held']} session(s) held"
+        )
+
+
+@engagement.command(name="show")
+@click.argument("engagement_id", type=int)
+@json_option
+@with_app
+def engagement_show(engagement_id, as_json):
+    """Show everything about one engagement.
+
+    Example: python cli.py engagement show 1 --json
+    """
+    data = describe_engagement(get_db(), engagement_id)
+    if as_json:
+        print_json(data)
+        return
+    state = data["status"] + (f" ({data['end_reason']})" if data["end_reason"] else "")
+    click.echo(f"Engagement {data['id']}{': ' + data['title'] if data['title'] else ''}")
+    click.echo(f"  {data['kind']}, {state}")
+    click.echo(f"  coach: {data['coach']['name']} <{data['coach']['email']}>")
+    for member in data["members"]:
+        click.echo(f"  client: {member['name']} <{member['email']}> ({member['status']})")
+    for session in data["sessions"]:
+        state = "held" if session["round"] else "planned"
+        click.echo(f"  session {session['id']} at {session['at']} ({state})")
+        if session["round"]:
+            round_ = session["round"]
+            click.echo(
+                f"    round {round_['id']}: {round_['status']}, deadline {round_['deadline']}"
+                + (f", outcome {round_['outcome']}" if round_["outcome"] else "")
+            )
+            for decision in round_["decisions"]:
+                click.echo(f"      {decision['party']}: {decision['choice'] or 'undecided'}")
+
+
+@engagement.command(name="reopen")
+@click.argument("engagement_id", type=int)
+@with_app
+def engagement_reopen(engagement_id):
+    """Make an ended engagement active again, for a client who came back.
+
+    Example: python cli.py engagement reopen 1
+    """
+    reopen_engagement(get_db(), engagement_id, utcnow())
+    click.echo(
+        f"Engagement {engagement_id} is active again. Plan the next session with "
+        f'python cli.py session add {engagement_id} --at "YYYY-MM-DD HH:MM"'
+    )
+
+
+@engagement.command(name="add-member")
+@click.argument("engagement_id", type=int)
+@click.argument("email")
+@now_option
+@json_option
+@with_app
+def engagement_add_member(engagement_id, email, now, as_json):
+    """Add a client to a group; they decide from the next round on.
+
+    Example: python cli.py engagement add-member 4 dana@example.org
+    """
+    result = add_member(get_db(), engagement_id, email, the_time(now))
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(
+            f"{result['email']} joined engagement {engagement_id}; "
+            "they decide from the next round on."
+        )
+
+
+@engagement.command(name="remove-member")
+@click.argument("engagement_id", type=int)
+@click.argument("email")
+@now_option
+@json_option
+@with_app
+def engagement_remove_member(engagement_id, email, now, as_json):
+    """Take a client out of a group now; their links in an open round stop working.
+
+    Example: python cli.py engagement remove-member 4 dana@example.org
+    """
+    result = remove_member(get_db(), engagement_id, email, the_time(now))
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"{result['email']} left engagement {engagement_id}.")
+    if result["round_closed"] and result["outcome"] == "continue":
+        click.echo("With that, the round closed and the group goes on.")
+    elif result["round_closed"]:
+        click.echo(f"With that, the round closed and the group ended ({result['end_reason']}).")
+
+
+@click.group()
+def session():
+    """Plan sessions and record the ones that took place."""
+
+
+@session.command(name="add")
+@click.argument("engagement_id", type=int)
+@click.option(
+    "--at",
+    "at",
+    required=True,
+    type=click.DateTime(["%Y-%m-%d %H:%M"]),
+    help="Start, in the practice's time zone: 'YYYY-MM-DD HH:MM'.",
+)
+@click.option("--minutes", type=click.IntRange(1, 1440), default=60, show_default=True)
+@json_option
+@with_app
+def session_add(engagement_id, at, minutes, as_json):
+    """Plan the next session; its round opens at the first tick after it ends.
+
+    Example: python cli.py session add 1 --at "2026-12-09 10:00" --minutes 60
+    """
+    starts = at.replace(tzinfo=settings().zone)
+    session_id = plan_session(get_db(), engagement_id, starts, minutes, utcnow())
+    if as_json:
+        print_json({"session_id": session_id})
+    else:
+        click.echo(
+            f"Planned session {session_id} of engagement {engagement_id} at {at:%Y-%m-%d %H:%M}."
+        )
+
+
+@session.command(name="done")
+@click.argument("engagement_id", type=int)
+@click.option(
+    "--minutes",
+    type=click.IntRange(1, 1440),
+    default=60,
+    show_default=True,
+    help="Length, when no session was planned.",
+)
+@now_option
+@json_option
+@with_app
+def session_done(engagement_id, minutes, now, as_json):
+    """Record that a session just took place and open its round now.
+
+    Example: python cli.py session done 1
+    """
+    session_id, round_id = record_session_done(
+        get_db(), engagement_id, the_time(now), settings().policy, minutes
+    )
+    if as_json:
+        print_json({"session_id": session_id, "round_id": round_id})
+    else:
+        click.echo(
+            f"Recorded session {session_id} and opened round {round_id}; the decision mails are "
+            "queued (python cli.py send delivers them)."
+        )
+
+
+@click.command()
+@click.argument("round_id", type=int)
+@click.option("--choice", required=True, type=click.Choice(CHOICES))
+@click.option("--reason", type=click.Choice(REASONS["coach"]), help="Why you stop.")
+@click.option("--usefulness", type=click.IntRange(0, 10), help="How useful was it, 0-10.")
+@click.option("--note", help="A note for yourself (at most 2,000 characters).")
+@now_option
+@with_app
+def decide(round_id, choice, reason, usefulness, note, now):
+    """Decide as the coach in a round.
+
+    Example: python cli.py decide 3 --choice stop --reason cannot_help
+    """
+    result = record_decision(
+        get_db(),
+        get_coach_decision_id(get_db(), round_id),
+        the_time(now),
+        choice=choice,
+        reason=reason,
+        usefulness=usefulness,
+        note=note,
+        via={"via": "cli"},
+    )
+    verdict = result["verdict"]
+    click.echo(f"Recorded your choice in round {round_id}: {choice}.")
+    if verdict is None:
+        click.echo("The round stays open until everyone has decided or the deadline passes.")
+    elif verdict.outcome == "continue":
+        click.echo("Everyone chose to continue: plan the next session with `session add`.")
+    else:
+        click.echo(f"The round closed and the engagement ended ({verdict.end_reason}).")

@@ -1,0 +1,74 @@
+"""What cron runs: `tick` (everything due, then delivery) and `close-undecided` (R4, R6)."""
+
+from __future__ import annotations
+
+import click
+
+from twoyes.cli.mail import report_delivery
+from twoyes.cli.options import (
+    get_db,
+    json_option,
+    now_option,
+    print_json,
+    settings,
+    the_time,
+    with_app,
+)
+from twoyes.jobs import close_undecided as close_undecided_job
+from twoyes.jobs import do_due_work
+from twoyes.mail.delivery import deliver_due_mail
+
+
+@click.command(name="close-undecided")
+@now_option
+@click.option("--dry-run", is_flag=True, help="Show what would end, and change nothing.")
+@json_option
+@with_app
+def close_undecided(now, dry_run, as_json):
+    """End every engagement left undecided past its deadline, and idle ones.
+
+    Example: python cli.py close-undecided --dry-run
+    """
+    ended = close_undecided_job(get_db(), the_time(now), settings(), dry_run=dry_run)
+    if as_json:
+        print_json(ended)
+        return
+    verb = "Would close" if dry_run else "Closed"
+    lines = []
+    for item in ended:
+        if "round_id" in item:
+            result = (
+                "continues" if item["outcome"] == "continue" else f"ends ({item['end_reason']})"
+            )
+            lines.append(
+                f"{verb} round {item['round_id']}: engagement {item['engagement_id']} {result}"
+            )
+        else:
+            lines.append(f"{verb} engagement {item['engagement_id']}: idle")
+    # One write: a sweep can end a hundred thousand engagements.
+    click.echo("\n".join(lines) or "Nothing is past its deadline or idle.")
+
+
+@click.command()
+@now_option
+@json_option
+@with_app
+def tick(now, as_json):
+    """Do what is due: open rounds, remind, close overdue rounds and idle engagements, deliver mail.
+
+    Safe every minute, and safe when two runs overlap.
+
+    \b
+    Example: a crontab line
+    */10 * * * * cd /srv/twoyes && .venv/bin/python cli.py tick
+    """
+    db = get_db()
+    when = the_time(now)
+    summary = do_due_work(db, when, settings())
+    report = deliver_due_mail(db, when, echo=lambda line: None)
+    summary["mails_sent"] = report.sent
+    if as_json:
+        print_json(summary | {"mails_waiting": report.waiting, "mails_failed": report.failed})
+    elif any(summary.values()):
+        click.echo(", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in summary.items()))
+    report_delivery(report)

@@ -1,0 +1,75 @@
+"""The commands for mail: `send` delivers what waits, `outbox list` and `outbox retry`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from twoyes.cli.options import get_db, json_option, now_option, print_json, the_time, with_app
+from twoyes.mail.delivery import deliver_due_mail
+from twoyes.outbox import list_mail, retry_mail
+from twoyes.times import utcnow
+
+
+def report_delivery(report) -> None:
+    for line in report.errors:
+        click.echo(line, err=True)
+    if report.waiting:
+        click.echo(f"{report.waiting} mail(s) wait for a later retry.", err=True)
+
+
+@click.command()
+@now_option
+@json_option
+@with_app
+def send(now, as_json):
+    """Deliver queued mail; what fails now is retried by a later run.
+
+    Example: python cli.py send
+    """
+    report = deliver_due_mail(get_db(), the_time(now), echo=click.echo)
+    if as_json:
+        print_json(vars(report))
+    elif report.sent:
+        click.echo(f"Delivered {report.sent} mail(s).")
+    report_delivery(report)
+    if report.failed:
+        sys.exit(1)
+
+
+@click.group()
+def outbox():
+    """See and retry mail."""
+
+
+@outbox.command(name="list")
+@click.option("--status", type=click.Choice(["queued", "sending", "sent", "failed"]))
+@json_option
+@with_app
+def outbox_list(status, as_json):
+    """List mail in the outbox, newest first.
+
+    Example: python cli.py outbox list --status failed
+    """
+    rows = list_mail(get_db(), status)
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        error = f"  ({row['last_error']})" if row["last_error"] and row["status"] != "sent" else ""
+        click.echo(f"{row['id']:>5}  {row['status']:<8} {row['kind']:<13} {row['to_email']}{error}")
+    if not rows:
+        click.echo("The outbox is empty." if status is None else f"No {status} mail.")
+
+
+@outbox.command(name="retry")
+@click.argument("mail_id", type=int)
+@with_app
+def outbox_retry(mail_id):
+    """Queue a failed mail again for the next `send` or `tick`.
+
+    Example: python cli.py outbox retry 12
+    """
+    retry_mail(get_db(), mail_id, utcnow())
+    click.echo(f"Mail {mail_id} is queued again.")

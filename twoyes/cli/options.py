@@ -1,0 +1,94 @@
+"""What every command shares: the app around it, one clean line for an error, --now, --json.
+
+Like sqlite-utils' shared options: decorators, so that each command stays a
+few lines that read its options and call one domain function.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+from datetime import datetime
+
+import click
+import sqlite_utils
+from flask import current_app
+
+from twoyes import db as database
+from twoyes.errors import TwoyesError
+from twoyes.settings import ConfigError, Settings
+from twoyes.times import utcnow
+from twoyes.web import create_app
+
+
+def settings() -> Settings:
+    """The settings of the app the command runs in (see with_app)."""
+    return current_app.extensions["twoyes"]
+
+
+def get_db() -> sqlite_utils.Database:
+    """The command's connection to the practice's database."""
+    return database.get_db(settings().database)
+
+
+def with_app(command):
+    """Run the command inside the app, turning domain errors into one clean line."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            app = create_app()
+        except ConfigError as error:
+            raise click.ClickException(f"The configuration is not right: {error}") from error
+        with app.app_context():
+            try:
+                return command(*args, **kwargs)
+            except TwoyesError as error:
+                raise click.ClickException(str(error)) from error
+            except sqlite3.OperationalError as error:
+                if "no such table" in str(error):
+                    raise click.ClickException(
+                        "The database is not set up yet; run `python cli.py init` first."
+                    ) from error
+                raise click.ClickException(f"The database did not answer: {error}") from error
+
+    return wrapper
+
+
+class Instant(click.ParamType):
+    """An ISO 8601 time; without an offset it is read in the practice's time zone."""
+
+    name = "ISO-TIME"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO time such as 2026-12-09T10:00", param, ctx)
+
+
+def now_option(command):
+    return click.option(
+        "--now",
+        type=Instant(),
+        help="Stand in for the clock (ISO time), for tests or to replay a missed night.",
+    )(command)
+
+
+def json_option(command):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(command)
+
+
+def the_time(now: datetime | None) -> datetime:
+    if now is None:
+        return utcnow()
+    if now.tzinfo is None:
+        return now.replace(tzinfo=settings().zone)
+    return now
+
+
+def print_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))

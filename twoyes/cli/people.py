@@ -1,0 +1,50 @@
+"""The commands for people: `coach add`, `client add`, and each group's other commands."""
+
+from __future__ import annotations
+
+import click
+
+from twoyes.cli.options import get_db, json_option, print_json, settings, with_app
+from twoyes.cli.privacy import client_export, client_forget
+from twoyes.cli.reports import coach_link
+from twoyes.people import add_person
+from twoyes.rules import LANGUAGES
+from twoyes.times import utcnow
+
+PERSON_GROUPS = {
+    "coach": "Add coaches, and give them a link to their overview page.",
+    "client": "Add clients, export their data, or forget them.",
+}
+
+
+def person_commands(role: str) -> click.Group:
+    @click.group(name=role, help=PERSON_GROUPS[role])
+    def group():
+        pass
+
+    @group.command(
+        name="add",
+        help=f"Add a {role} with a name and an e-mail address.\n\n"
+        f'Example: python cli.py {role} add "Anna de Vries" anna@example.org --lang nl',
+    )
+    @click.argument("name")
+    @click.argument("email")
+    @click.option("--lang", type=click.Choice(LANGUAGES), help="Language of mails and pages.")
+    @json_option
+    @with_app
+    def add(name, email, lang, as_json):
+        lang = lang or settings().language
+        person_id = add_person(get_db(), role, name, email, lang, utcnow())
+        if as_json:
+            print_json({"id": person_id})
+        else:
+            click.echo(f"Added {role} {name} <{email.strip()}> (id {person_id}, language {lang}).")
+
+    return group
+
+
+coach_group = person_commands("coach")
+coach_group.add_command(coach_link)
+client_group = person_commands("client")
+client_group.add_command(client_export)
+client_group.add_command(client_forget)

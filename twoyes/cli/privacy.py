@@ -1,0 +1,120 @@
+"""The commands for a client's rights and the practice's copy: client export and forget, backup.
+
+`client export` answers an access request, `client forget` an erasure
+request (privacy.py); `backup` makes the online copy a restore starts from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from twoyes.backups import backup_database
+from twoyes.cli.options import get_db, json_option, print_json, with_app
+from twoyes.privacy import export_client, forget_client
+from twoyes.times import utcnow
+
+
+@click.command(name="export")
+@click.argument("email")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the JSON to this file (readable only by you) instead of printing it.",
+)
+@with_app
+def client_export(email, output):
+    """Answer an access request: all about one client, as JSON.
+
+    Everything twoyes holds about them: their profile, engagements, sessions,
+    decisions with notes, the mails sent to them (without links) and the log of
+    their answers; nothing of anyone else.
+
+    Example: python cli.py client export anna@example.org --output anna.json
+    """
+    data = export_client(get_db(), email)
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        raise click.ClickException(f"Cannot write {output}: {error.strerror}.") from error
+    click.echo(f"Wrote everything twoyes holds about {data['client']['email']} to {output}.")
+
+
+@click.command(name="forget")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask first (for scripts).")
+@json_option
+@with_app
+def client_forget(email, yes, as_json):
+    """Answer an erasure request: forget a client for good.
+
+    Erases their name, address, notes and mails. Their engagements, sessions and
+    choices stay as anonymous counts, so reports stay true; every link of theirs
+    stops working at once; an engagement they are still in ends for them now.
+    Asks first, unless --yes.
+
+    Example: python cli.py client forget anna@example.org --yes
+    """
+    db = get_db()
+    if not yes:
+        found = export_client(db, email)  # an unknown address is the first thing to hear
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                "Forgetting cannot be undone and there is no terminal to ask on; "
+                "add --yes to confirm."
+            )
+        person = found["client"]
+        active = ", ".join(str(e["id"]) for e in found["engagements"] if e["status"] == "active")
+        ending = f", ending their part in engagement(s) {active}" if active else ""
+        click.confirm(
+            f"Forget {person['name']} <{person['email']}> (client {person['id']}) for good"
+            f"{ending}?",
+            abort=True,
+        )
+    result = forget_client(db, email, utcnow())
+    if as_json:
+        print_json(result)
+        return
+    click.echo(
+        f"Forgot client {result['client_id']}: name, address and {result['notes_erased']} "
+        f"note(s) erased, {result['mails_erased']} mail(s) blanked, "
+        f"{result['links_stopped']} link(s) stopped."
+    )
+    if result["engagements_left"]:
+        left = ", ".join(map(str, result["engagements_left"]))
+        click.echo(f"They no longer take part in engagement(s) {left}.")
+    click.echo(
+        "Keep a note of this request (date and address) outside twoyes: after restoring an "
+        "older backup, forget them again."
+    )
+
+
+@click.command()
+@click.argument("path", type=click.Path())
+@json_option
+@with_app
+def backup(path, as_json):
+    """Copy the database safely, even while it is in use.
+
+    Uses SQLite's online backup, so the web app and cron keep running, and checks
+    the copy with PRAGMA integrity_check; the README says how to restore.
+
+    Example: python cli.py backup backups/twoyes-2026-12-09.db
+    """
+    result = backup_database(get_db(), path)
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(
+            f"Backed up the database to {result['path']} ({result['bytes']:,} bytes, "
+            f"schema version {result['schema_version']}, integrity check ok)."
+        )

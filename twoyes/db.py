@@ -1,0 +1,197 @@
+"""The database connection's life: how it is opened, how writes are grouped, how it is made.
+
+Every connection runs in WAL mode with foreign keys on and a busy timeout, so
+the web app, cron's `tick` and a coach's command can share one SQLite file.
+Python's own implicit transactions are switched off (isolation_level=None):
+each write happens inside `transaction(db)`, which takes the write lock up
+front (BEGIN IMMEDIATE). A deferred transaction that reads and then writes
+fails at once with "database is locked" when another process committed in
+between, whatever the busy timeout; an immediate one waits its turn instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlite_utils
+
+from twoyes.errors import Conflict
+
+SCHEMA = Path(__file__).resolve().parent.parent / "schema.sql"
+BUSY_TIMEOUT_MS = 30_000
+
+# Upgrades from one schema version to the next, run in order by init_db.
+# schema.sql always describes the newest shape; an upgrade brings an older
+# database there (ALTER TABLE ..., or data moved between tables).
+UPGRADES: dict[int, list[str]] = {
+    1: [],  # version 1: schema.sql as first written
+    # version 2: clients can be forgotten; the event log lets go of ip addresses
+    # and user agents (schema.sql then makes the trigger that allows only that).
+    2: [
+        "ALTER TABLE clients ADD COLUMN forgotten_at TEXT",
+        "DROP TRIGGER IF EXISTS events_no_update",
+    ],
+    # version 3: a token may open a coach's overview (purpose 'coach_view', coach_id).
+    # SQLite cannot change a CHECK constraint in place, so the table is rebuilt.
+    3: [
+        # A database from before version 1 may have no tokens table at all.
+        "CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, purpose TEXT NOT NULL,"
+        " decision_id INTEGER, member_id INTEGER, created_at TEXT NOT NULL, expires_at TEXT)"
+        " WITHOUT ROWID",
+        """CREATE TABLE tokens_new (
+    hash TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL CHECK (purpose IN ('decide', 'welcome_back', 'coach_view')),
+    decision_id INTEGER REFERENCES decisions (id),
+    member_id INTEGER REFERENCES members (id),
+    coach_id INTEGER REFERENCES coaches (id),
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    CHECK ((purpose = 'decide') = (decision_id IS NOT NULL)),
+    CHECK ((purpose = 'welcome_back') = (member_id IS NOT NULL AND expires_at IS NOT NULL)),
+    CHECK ((purpose = 'coach_view') = (coach_id IS NOT NULL AND expires_at IS NOT NULL))
+) WITHOUT ROWID""",
+        "INSERT INTO tokens_new (hash, purpose, decision_id, member_id, created_at, expires_at)"
+        " SELECT hash, purpose, decision_id, member_id, created_at, expires_at FROM tokens",
+        "DROP TABLE tokens",
+        "ALTER TABLE tokens_new RENAME TO tokens",
+    ],
+}
+SCHEMA_VERSION = max(UPGRADES)
+
+
+def connect(path: str | Path) -> sqlite_utils.Database:
+    """Open the database file with the settings every twoyes connection needs."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(path),
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    # Deleted rows (tokens, wiped links) are overwritten, not left in free pages.
+    conn.execute("PRAGMA secure_delete = ON")
+    # Up to 16 MB of pages, grown only as used: a deadline sweep rewrites thousands of
+    # index pages per batch, and SQLite's 2 MB default spilled them to disk twice.
+    conn.execute("PRAGMA cache_size = -16000")
+    # Scratch tables (mails.py builds a sweep's mails in one) stay in memory.
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+_held = threading.local()
+
+
+def get_db(path: str | Path) -> sqlite_utils.Database:
+    """The database at `path`, over one connection per thread, kept between requests and calls.
+
+    Opening a connection per request cost more than the request itself: when
+    the last connection to a WAL database closes, SQLite checkpoints and
+    drops the write-ahead log, and the next one rebuilds it (see bench/). A
+    forked worker or another path gets a connection of its own.
+    """
+    key = (os.getpid(), str(path))
+    if getattr(_held, "key", None) != key:
+        if getattr(_held, "db", None) is not None and _held.key[0] == os.getpid():
+            _held.db.close()
+        _held.key, _held.db = None, None
+        _held.db = connect(path)
+        _held.key = key
+    return _held.db
+
+
+def roll_back_unfinished(exception: BaseException | None = None) -> None:
+    """End of a request or command: nothing may stay half-written on the kept connection.
+
+    The connection itself stays open for the next request (see get_db).
+    """
+    db = getattr(_held, "db", None)
+    if db is not None and db.conn.in_transaction:
+        db.conn.execute("ROLLBACK")
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """Run the block as one immediate transaction: all of it lands, or none.
+
+    Nested use joins the outer transaction, so a domain function can be
+    called alone or as part of a larger unit of work.
+    """
+    if db.conn.in_transaction:
+        yield db
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    return db.conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def init_db(db: sqlite_utils.Database) -> tuple[int, int, bool]:
+    """Create the tables, or upgrade an older database; safe to repeat.
+
+    Returns the schema version before and after, and whether the database was new.
+    """
+    before = schema_version(db)
+    created = not db.conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    ).fetchone()
+    if before > SCHEMA_VERSION:
+        raise Conflict(
+            f"The database has schema version {before}, newer than this twoyes "
+            f"({SCHEMA_VERSION}); upgrade twoyes before using it."
+        )
+    upgrades = range(before + 1, SCHEMA_VERSION + 1) if not created else range(0)
+    # SQLite's way to rebuild a table (sqlite.org/lang_altertable.html#otheralter): foreign
+    # keys off while the upgrades run (outside the transaction, which would ignore the
+    # pragma), and checked by hand before the commit. An upgrade may copy rows into a
+    # table whose parents do not exist yet in a very old database: schema.sql makes them.
+    db.conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with transaction(db):
+            # A new database gets schema.sql alone; an older one its upgrades first.
+            for version in upgrades:
+                for statement in UPGRADES[version]:
+                    db.conn.execute(statement)
+            # executescript would commit our transaction; run statement by statement.
+            for statement in split_statements(SCHEMA.read_text()):
+                db.conn.execute(statement)
+            if upgrades:
+                broken = db.conn.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise Conflict(
+                        f"Upgrading would leave {len(broken)} row(s) pointing at nothing "
+                        f"(the first in table {broken[0][0]}); the database was not changed."
+                    )
+            db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    finally:
+        db.conn.execute("PRAGMA foreign_keys = ON")
+    return before, SCHEMA_VERSION, created
+
+
+def split_statements(script: str) -> list[str]:
+    """Split an SQL script into complete statements (triggers hold inner semicolons)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        if not current and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements

@@ -1,0 +1,1 @@
+"""The mail wing: rendering and sending what the outbox holds."""

@@ -1,0 +1,217 @@
+"""The words built in code: subjects, the outcome's sentences, dates as people write them.
+
+Mails speak the language of their reader (delivery renders each mail inside
+`force_locale`); pages use the same functions through web/i18n.py. Every
+time is shown in the practice's TIMEZONE. The English text is the msgid;
+translations/nl holds the Dutch, written by hand, and `make test` fails when
+a sentence has none.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import current_app
+from flask_babel import get_locale, get_translations, gettext
+from jinja2 import pass_eval_context
+from markupsafe import Markup
+
+from twoyes.errors import N_
+from twoyes.times import format_local
+
+SUBJECTS = {
+    "decision": N_("Another session?"),
+    "reminder": N_("A reminder: another session?"),
+    "outcome_continue": N_("We continue"),
+    "outcome_stop": N_("Thank you, and welcome back any time"),
+    "welcome_back": N_("%(client_name)s would like a new session"),
+}
+
+END_SENTENCES = {
+    "client": {
+        "client_stopped": N_("You chose to stop. Thank you for letting us know."),
+        "coach_stopped": N_(
+            "%(coach_name)s decided that another session is not the most useful next step "
+            "for now. That is about the fit of the approach, not about you."
+        ),
+        "undecided": N_(
+            "We did not hear from everyone by the deadline, and we never continue without a "
+            "yes, so this was our last session for now."
+        ),
+        "idle": N_(
+            "It has been a while since our last session, so we close this engagement for now."
+        ),
+        "members_left": N_("Too few members chose to continue, so the group ends here."),
+    },
+    "coach": {
+        "client_stopped": N_("%(client_names)s chose to stop."),
+        "coach_stopped": N_("You chose to stop."),
+        "undecided": N_("Not everyone answered by the deadline, so the engagement has ended."),
+        "idle": N_("Nothing was held or planned for a long while, so the engagement has ended."),
+        "members_left": N_("Too few members chose to continue, so the group has ended."),
+    },
+}
+
+
+def bound_gettext(translations=None) -> dict:
+    """The templates' gettext and ngettext, bound to one language's catalogue.
+
+    Flask-Babel's own look the locale and the catalogue up again for every
+    sentence: half the time of a page, a third of a mail. As a context
+    processor this runs as render_template starts, so a page's binding still
+    follows g.lang and `force_locale`; delivery binds once per language of a
+    batch and passes these in. The functions keep Jinja's newstyle rules
+    (placeholders escaped, `%` always applied), so every page and mail reads
+    as before.
+    """
+    translations = translations or get_translations()
+    find, find_plural = translations.ugettext, translations.ungettext
+
+    @pass_eval_context
+    def gettext_(eval_ctx, string: str, /, **variables) -> str:
+        return _newstyle(eval_ctx, find(string), variables)
+
+    @pass_eval_context
+    def ngettext_(eval_ctx, singular: str, plural: str, num: int, /, **variables) -> str:
+        variables.setdefault("num", num)
+        return _newstyle(eval_ctx, find_plural(singular, plural, num), variables)
+
+    return {"_": gettext_, "gettext": gettext_, "ngettext": ngettext_}
+
+
+def _newstyle(eval_ctx, text: str, variables: dict) -> str:
+    """Jinja's newstyle gettext result: escaped in HTML, always %-formatted (`%%` is `%`)."""
+    if eval_ctx.autoescape:
+        # Our own catalogue's sentence, trusted as Jinja trusts it; the variables get escaped.
+        text = Markup(text)  # noqa: S704  # nosec B704
+    if not variables and "%" not in text:
+        return text  # what `text % {}` gives, without the cost of formatting
+    return text % variables
+
+
+def format_when(text: str | None) -> str:
+    """'Tuesday 9 December at 10:00' / 'dinsdag 9 december om 10:00', in the practice's zone."""
+    if not text:
+        return ""
+    return _local(text, gettext("EEEE d MMMM 'at' HH:mm"))
+
+
+def format_day(text: str | None) -> str:
+    """'Tuesday 9 December' / 'dinsdag 9 december', in the practice's zone."""
+    if not text:
+        return ""
+    return _local(text, gettext("EEEE d MMMM"))
+
+
+def format_date(moment: datetime | str | None) -> str:
+    """'27 November 2026' / '27 november 2026', in the practice's zone."""
+    if not moment:
+        return ""
+    return _local(moment, gettext("d MMMM y"))
+
+
+def _local(moment: datetime | str, pattern: str) -> str:
+    """A stored instant in the practice's zone and the reader's words."""
+    return format_local(moment, pattern, current_app.extensions["twoyes"].zone, get_locale())
+
+
+def subject_for(kind: str, context: dict) -> str:
+    if kind == "outcome":
+        kind = "outcome_stop" if context.get("you_left") else f"outcome_{context['outcome']}"
+    return gettext(SUBJECTS[kind], client_name=context.get("client_name", ""))
+
+
+def outcome_paragraphs(context: dict) -> list[str]:
+    """The body of an outcome mail as plain sentences, shared by its text and HTML parts."""
+    lines = _outcome_lines(context)
+    if context["role"] == "coach":
+        for rating in context.get("low_usefulness") or ():
+            lines.append(
+                gettext(
+                    "%(name)s rated this session %(n)s out of 10: a good moment to ask what "
+                    "would be more useful.",
+                    name=rating["name"],
+                    n=rating["usefulness"],
+                )
+            )
+    return lines
+
+
+def _outcome_lines(context: dict) -> list[str]:
+    role, group = context["role"], context["group"]
+    names = {
+        "coach_name": context["coach_name"],
+        "client_names": context.get("client_names") or gettext("Your client"),
+        "title": context.get("title") or "",
+        "continuing": context.get("members_continuing", 0),
+        "total": context.get("members_total", 0),
+    }
+    if context["outcome"] == "continue":
+        if context.get("you_left"):
+            first = (
+                gettext("You chose to stop. Thank you for letting us know, and for taking part.")
+                if context.get("my_choice") == "stop"
+                else gettext(
+                    "We did not hear from you by the deadline, so we take it that the last "
+                    "session was your last one with this group. Thank you for taking part."
+                )
+            )
+            return [
+                first,
+                gettext(
+                    "The group goes on without you. If you would like to join again later, "
+                    "you are welcome back any time."
+                ),
+            ]
+        if role == "coach":
+            if group:
+                together = (
+                    gettext(
+                        "You and the group of %(title)s chose to continue. "
+                        "Please plan the next session.",
+                        **names,
+                    )
+                    if context.get("title")
+                    else gettext(
+                        "You and the group chose to continue. Please plan the next session."
+                    )
+                )
+                return [
+                    together,
+                    gettext("%(continuing)s of %(total)s members continue.", **names),
+                ]
+            return [
+                gettext(
+                    "You and %(client_names)s chose to continue. Please plan the next session.",
+                    **names,
+                )
+            ]
+        if group:
+            return [
+                gettext(
+                    "The group goes on: %(continuing)s of %(total)s members chose to continue, "
+                    "and so did %(coach_name)s.",
+                    **names,
+                ),
+                gettext("%(coach_name)s will let you know when the next session is.", **names),
+            ]
+        return [
+            gettext(
+                "You and %(coach_name)s both chose to continue, so there will be another session.",
+                **names,
+            ),
+            gettext("%(coach_name)s will be in touch to plan it.", **names),
+        ]
+    ending = END_SENTENCES[role][context["end_reason"]]
+    lines = [gettext(ending, **names)]
+    if role == "client":
+        if context.get("my_reason") == "on_my_own":
+            lines.append(
+                gettext(
+                    "Going on by yourself is the best outcome coaching can have. We wish you well."
+                )
+            )
+        lines.append(gettext("You are welcome back any time: the link below lets your coach know."))
+    else:
+        lines.append(gettext("Each client got a mail with a link to come back whenever they like."))
+    return lines

@@ -1,0 +1,210 @@
+"""What each mail says, as data: who gets it, in which language, with which facts and links.
+
+Each function queues one kind of mail in the caller's transaction. The words
+themselves live in templates/mail/<kind>.txt and .html and are rendered at
+delivery (delivery.py), so queueing stays cheap and a mail is written in the
+reader's language and the practice's time zone. Links are kept as raw tokens
+in the outbox only until delivery.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlite_utils
+
+from twoyes.outbox import queue_mail
+from twoyes.rules import LOW_USEFULNESS
+from twoyes.times import to_db
+from twoyes.tokens import new_decision_token, new_welcome_back_tokens
+
+
+def queue_decision_mail(
+    db: sqlite_utils.Database, party: dict, now: datetime, kind: str = "decision"
+) -> int:
+    """R1/R9: a party's mail with its own Continue and Stop links (fresh ones each time)."""
+    return queue_mail(
+        db,
+        kind,
+        now,
+        to=(party["name"], party["email"]),
+        reply_to=_reply_to(party),
+        lang=party["lang"],
+        engagement_id=party["engagement_id"],
+        context={
+            "role": party["role"],
+            "name": party["name"],
+            "coach_name": party["coach_name"],
+            "title": party["title"],
+            "group": party["kind"] == "group",
+            "first_session": party["earlier_rounds"] == 0,
+            "client_names": party["client_names"] if party["role"] == "coach" else None,
+            "session_at": party["session_at"],
+            "deadline_at": party["deadline_at"],
+            "decide_token": new_decision_token(db, party["id"], now),
+        },
+    )
+
+
+def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
+    """R8: one mail to every party of what `engagements.stage_endings` put in `temp.ending`.
+
+    The parties are the closing round's (or, without a round, the coach and
+    the active members). Each client whose engagement ends, or who left a
+    group that goes on, gets a welcome-back link valid for a year. A client's
+    mail never carries other clients' names, choices or notes.
+
+    The mails are built and written by SQL in one statement, however many;
+    only the links are made here, since only their hash may be stored.
+    """
+    db.conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS links (member_id INTEGER PRIMARY KEY, raw TEXT NOT NULL)"
+    )
+    leaving = [row[0] for row in db.conn.execute(OUTCOME_PARTIES + LEAVING)]
+    db.conn.execute("DELETE FROM temp.links")
+    db.conn.executemany(
+        "INSERT INTO temp.links VALUES (?, ?)",
+        new_welcome_back_tokens(db, leaving, now).items(),
+    )
+    db.conn.execute(QUEUE_OUTCOME_MAILS, {"at": to_db(now), "low": LOW_USEFULNESS})
+    db.conn.execute("DELETE FROM temp.links")  # raw links stay only in the outbox
+    db.conn.execute("DELETE FROM temp.ending")  # mailed: a later call must stage its own
+
+
+# Every party of what is ending, with what its mail needs. Each CROSS JOIN keeps its order:
+# from the few rows in temp.ending outwards, never a scan of a whole table.
+OUTCOME_PARTIES = """
+WITH parties AS (
+    SELECT ending.*, decisions.id AS decision_id, decisions.role, decisions.client_id,
+           decisions.choice, decisions.reason
+    FROM temp.ending CROSS JOIN decisions ON decisions.round_id = ending.round_id
+    UNION ALL
+    SELECT ending.*, NULL, 'coach', NULL, NULL, NULL
+    FROM temp.ending WHERE ending.round_id IS NULL
+    UNION ALL
+    SELECT ending.*, NULL, 'client', members.client_id, NULL, NULL
+    FROM temp.ending CROSS JOIN members ON members.engagement_id = ending.engagement_id
+    WHERE ending.round_id IS NULL AND members.status = 'active'
+),
+facts AS (
+    SELECT parties.*, engagements.title, engagements.kind,
+           coaches.name AS coach_name, coaches.email AS coach_email,
+           coalesce(clients.name, coaches.name) AS name,
+           coalesce(clients.email, coaches.email) AS email,
+           coalesce(clients.lang, coaches.lang) AS lang,
+           members.id AS member_id, sessions.starts_at AS session_at,
+           parties.role = 'client'
+               AND (parties.outcome = 'stop' OR members.status = 'left') AS leaves
+    FROM parties
+    CROSS JOIN engagements ON engagements.id = parties.engagement_id
+    CROSS JOIN coaches ON coaches.id = engagements.coach_id
+    LEFT JOIN clients ON clients.id = parties.client_id
+    LEFT JOIN members ON members.engagement_id = parties.engagement_id
+                     AND members.client_id = parties.client_id
+    LEFT JOIN rounds ON rounds.id = parties.round_id
+    LEFT JOIN sessions ON sessions.id = rounds.session_id
+)
+"""
+
+LEAVING = "SELECT member_id FROM facts WHERE leaves"
+
+INSERT_OUTBOX = """
+INSERT INTO outbox (kind, engagement_id, to_name, to_email, reply_to_name, reply_to_email,
+                    lang, context, message_id, next_attempt_at, created_at)
+"""
+
+# What each party's outcome mail says (templates/mail/outcome.*), as JSON.
+OUTCOME_MAILS = """,
+said AS (
+    -- Each closed round once: what everyone may know (counts, the coach's choice), and
+    -- what only its coach hears (who said what, and whose rating was low).
+    SELECT round_id,
+           max(CASE WHEN role = 'coach' THEN choice END) AS coach_choice,
+           count(client_id) AS members_total,
+           count(CASE WHEN client_id AND choice = 'continue' THEN 1 END) AS members_continuing,
+           count(CASE WHEN client_id AND choice = 'stop' THEN 1 END) AS members_stopped,
+           count(CASE WHEN client_id AND choice IS NULL THEN 1 END) AS members_silent,
+           group_concat(name, ', ') AS client_names,
+           json_group_array(json_object('name', name, 'usefulness', usefulness))
+               FILTER (WHERE client_id AND usefulness <= :low) AS low_usefulness,
+           json_group_array(json_object('name', name, 'choice', choice, 'reason', reason,
+                                        'usefulness', usefulness, 'note', note))
+               FILTER (WHERE client_id) AS client_choices
+    -- Fed in decision order, which is the members' order. SQLite keeps the order rows are fed
+    -- in through json_group_array and group_concat without promising it (an ORDER BY inside
+    -- the aggregate needs 3.44); test_groups checks it.
+    FROM (SELECT decisions.*, clients.name
+          FROM temp.ending CROSS JOIN decisions ON decisions.round_id = ending.round_id
+          LEFT JOIN clients ON clients.id = decisions.client_id
+          ORDER BY decisions.round_id, decisions.id)
+    GROUP BY round_id
+),
+mails AS (
+    SELECT facts.*, said.coach_choice, said.members_total, said.members_continuing,
+           said.members_stopped, said.members_silent, said.client_names,
+           said.low_usefulness, said.client_choices, links.raw AS welcome_back_token
+    FROM facts
+    LEFT JOIN said ON said.round_id = facts.round_id
+    LEFT JOIN temp.links ON links.member_id = facts.member_id AND facts.leaves
+)
+SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
+       json_object(
+           'role', role, 'name', name, 'coach_name', coach_name, 'title', title,
+           'group', json(iif(kind = 'group', 'true', 'false')),
+           'outcome', outcome, 'end_reason', end_reason, 'session_at', session_at,
+           'you_left', json(iif(leaves AND outcome = 'continue', 'true', 'false')),
+           'my_choice', choice, 'my_reason', reason,
+           'coach_choice', coach_choice,
+           'members_total', coalesce(members_total, 0),
+           'members_continuing', coalesce(members_continuing, 0),
+           'members_stopped', coalesce(members_stopped, 0),
+           'members_silent', coalesce(members_silent, 0),
+           -- Only the coach hears whom it was with, who said what, and whose rating was low.
+           'client_names', CASE WHEN role = 'coach' THEN coalesce(
+               client_names,
+               (SELECT group_concat(name, ', ') FROM (
+                    SELECT named.name FROM members AS others
+                      JOIN clients AS named ON named.id = others.client_id
+                     WHERE others.engagement_id = mails.engagement_id
+                       AND others.status = 'active' AND mails.round_id IS NULL
+                     ORDER BY others.id))) END,
+           'low_usefulness', json(CASE WHEN role = 'coach' THEN low_usefulness END),
+           'client_choices', json(CASE WHEN role = 'coach' THEN client_choices END),
+           'welcome_back_token', welcome_back_token
+       ),
+       -- A Message-ID in time order: new ones go to the end of its unique index.
+       strftime('%Y%m%d%H%M%S.', :at) || lower(hex(randomblob(10))), :at, :at
+FROM mails
+ORDER BY engagement_id, role = 'client', decision_id, member_id
+"""
+
+QUEUE_OUTCOME_MAILS = INSERT_OUTBOX + OUTCOME_PARTIES + OUTCOME_MAILS
+
+
+def queue_welcome_back_mail(
+    db: sqlite_utils.Database, member: dict, message: str, now: datetime
+) -> int:
+    """A client used their welcome-back link: the coach hears of it (nothing reopens)."""
+    return queue_mail(
+        db,
+        "welcome_back",
+        now,
+        to=(member["coach_name"], member["coach_email"]),
+        reply_to=(member["client_name"], member["client_email"]),
+        lang=member["coach_lang"],
+        engagement_id=member["engagement_id"],
+        context={
+            "role": "coach",
+            "name": member["coach_name"],
+            "client_name": member["client_name"],
+            "client_email": member["client_email"],
+            "title": member["title"],
+            "engagement_id": member["engagement_id"],
+            "message": message,
+        },
+    )
+
+
+def _reply_to(party: dict) -> tuple[str, str]:
+    """A reply to any mail about an engagement reaches its coach, never the practice's robot."""
+    return (party["coach_name"], party["coach_email"])

@@ -1,0 +1,173 @@
+"""The outbox: mail waiting for delivery, claimed so that each goes exactly once.
+
+A mail is queued in the transaction of the change that causes it. Delivery
+claims a batch in a short immediate transaction (status 'sending', with a
+claim id), hands each mail to SMTP outside any transaction, and marks it sent
+only after the server accepted it. A claim left behind by a crashed run is
+taken over after CLAIM_MINUTES. Temporary failures wait with exponential
+backoff; after MAX_ATTEMPTS, or on a permanent refusal, the mail is 'failed'
+and stays visible.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlite_utils
+
+from twoyes.db import transaction
+from twoyes.errors import Conflict, NotFound
+from twoyes.events import log_event
+from twoyes.times import later, to_db
+
+MAX_ATTEMPTS = 8
+BACKOFF_SECONDS = 120  # 2, 4, 8, ... 128 minutes: about four hours in all
+CLAIM_MINUTES = 15
+BATCH = 100
+
+
+def queue_mail(
+    db: sqlite_utils.Database,
+    kind: str,
+    now: datetime,
+    *,
+    to: tuple[str, str],
+    lang: str,
+    context: dict[str, Any],
+    reply_to: tuple[str, str] | None = None,
+    engagement_id: int | None = None,
+) -> int:
+    """Queue one mail; the caller's transaction decides whether it ever exists."""
+    cursor = db.conn.execute(
+        "INSERT INTO outbox (kind, engagement_id, to_name, to_email, reply_to_name,"
+        " reply_to_email, lang, context, message_id, next_attempt_at, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            kind,
+            engagement_id,
+            to[0],
+            to[1],
+            reply_to[0] if reply_to else None,
+            reply_to[1] if reply_to else None,
+            lang,
+            json.dumps(context, sort_keys=True),
+            # Stable across retries, so a receiver can tell a resend from a new mail.
+            f"{secrets.token_hex(12)}",
+            to_db(now),
+            to_db(now),
+        ],
+    )
+    return cursor.lastrowid
+
+
+def claim_due_mail(db: sqlite_utils.Database, now: datetime, limit: int = BATCH) -> list[dict]:
+    """Claim up to `limit` mails that are due, for this run alone."""
+    claim = secrets.token_hex(8)
+    stale = to_db(now - timedelta(minutes=CLAIM_MINUTES))
+    # Both queries state the condition of the partial index outbox_due, status IN ('queued',
+    # 'sending'): SQLite uses such an index only then, and so reads only the mail that
+    # waits, not the whole history of sent mail the outbox keeps.
+    with transaction(db):
+        # A mail whose every run died while sending it will not be tried forever.
+        db.conn.execute(
+            "UPDATE outbox SET status = 'failed', claim = NULL,"
+            " last_error = 'gave up: every attempt stopped before the server answered'"
+            " WHERE status IN ('queued', 'sending')"
+            " AND status = 'sending' AND claimed_at <= ? AND attempts >= ?",
+            [stale, MAX_ATTEMPTS],
+        )
+        ids = [
+            row[0]
+            for row in db.conn.execute(
+                "SELECT id FROM outbox INDEXED BY outbox_due"
+                " WHERE status IN ('queued', 'sending')"
+                " AND ((status = 'queued' AND next_attempt_at <= ?)"
+                " OR (status = 'sending' AND claimed_at <= ?)) ORDER BY id LIMIT ?",
+                [to_db(now), stale, limit],
+            )
+        ]
+        db.conn.executemany(
+            "UPDATE outbox SET status = 'sending', claimed_at = ?, claim = ?,"
+            " attempts = attempts + 1 WHERE id = ?",
+            [(to_db(now), claim, id_) for id_ in ids],
+        )
+    if not ids:
+        return []
+    rows = db.conn.execute(
+        "SELECT * FROM outbox WHERE claim = ? AND id IN (SELECT value FROM json_each(?))"
+        " ORDER BY id",
+        [claim, json.dumps(ids)],
+    ).fetchall()
+    return [dict(row) | {"context": json.loads(row["context"])} for row in rows]
+
+
+def mark_sent(db: sqlite_utils.Database, mail: dict, now: datetime) -> None:
+    """The server accepted the mail: record it, and wipe the links it carried."""
+    with transaction(db):
+        db.conn.execute(
+            "UPDATE outbox SET status = 'sent', sent_at = ?, last_error = NULL, context = ?"
+            " WHERE id = ? AND claim = ?",
+            [to_db(now), json.dumps(without_links(mail["context"])), mail["id"], mail["claim"]],
+        )
+        log_event(db, "mail_sent", now, engagement_id=mail["engagement_id"], mail_id=mail["id"])
+
+
+def mark_failed_attempt(
+    db: sqlite_utils.Database, mail: dict, now: datetime, error: str, *, permanent: bool = False
+) -> str:
+    """Record a failed delivery; returns 'queued' (retry later) or 'failed' (given up)."""
+    given_up = permanent or mail["attempts"] >= MAX_ATTEMPTS
+    status = "failed" if given_up else "queued"
+    delay = BACKOFF_SECONDS * 2 ** (mail["attempts"] - 1)
+    with transaction(db):
+        db.conn.execute(
+            "UPDATE outbox SET status = ?, last_error = ?, next_attempt_at = ?, claim = NULL"
+            " WHERE id = ? AND claim = ?",
+            [status, error[:500], later(now, seconds=delay), mail["id"], mail["claim"]],
+        )
+        if given_up:
+            log_event(
+                db, "mail_failed", now, engagement_id=mail["engagement_id"], mail_id=mail["id"]
+            )
+    return status
+
+
+def retry_mail(db: sqlite_utils.Database, mail_id: int, now: datetime) -> None:
+    """Put a failed mail back in the queue for the next delivery run."""
+    with transaction(db):
+        row = db.conn.execute("SELECT status FROM outbox WHERE id = ?", [mail_id]).fetchone()
+        if row is None:
+            raise NotFound(f"There is no mail {mail_id} in the outbox.")
+        if row["status"] != "failed":
+            raise Conflict(f"Mail {mail_id} is {row['status']}, not failed; nothing to retry.")
+        db.conn.execute(
+            "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = ? WHERE id = ?",
+            [to_db(now), mail_id],
+        )
+        log_event(db, "mail_retried", now, mail_id=mail_id)
+
+
+def count_waiting(db: sqlite_utils.Database) -> int:
+    return db.conn.execute(
+        "SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending')"
+    ).fetchone()[0]
+
+
+def without_links(context: dict[str, Any]) -> dict[str, Any]:
+    """The context minus every token: what is kept of a delivered mail."""
+    return {key: value for key, value in context.items() if not key.endswith("token")}
+
+
+def list_mail(db: sqlite_utils.Database, status: str | None = None) -> list[dict]:
+    """The outbox, newest first; only mail of `status` when given."""
+    return [
+        dict(row)
+        for row in db.conn.execute(
+            "SELECT id, kind, to_email, status, attempts, next_attempt_at, sent_at, last_error"
+            " FROM outbox WHERE ? IS NULL OR status = ? ORDER BY id DESC",
+            [status, status],
+        )
+    ]

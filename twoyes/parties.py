@@ -1,0 +1,154 @@
+"""Parties: who decides in a round, and what each of them may see.
+
+A party is the coach or one member of the round's engagement. These queries
+give mails and pages the facts they need; what a client may see of the
+others is decided here, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import sqlite_utils
+
+from twoyes.errors import NotFound
+from twoyes.times import to_db
+
+
+def parties_of_round(db: sqlite_utils.Database, round_id: int) -> list[dict]:
+    """Every party of a round with what a mail to them needs."""
+    return parties_of_rounds(db, [round_id])
+
+
+def parties_of_rounds(db: sqlite_utils.Database, round_ids: list[int]) -> list[dict]:
+    """Every party of many rounds in one query (the deadline sweep closes hundreds at once)."""
+    return [
+        dict(row)
+        for row in db.conn.execute(
+            """
+            SELECT decisions.*, rounds.engagement_id, rounds.deadline_at, rounds.opened_at,
+                   sessions.starts_at AS session_at, engagements.title, engagements.kind,
+                   coaches.name AS coach_name, coaches.email AS coach_email,
+                   coaches.lang AS coach_lang,
+                   coalesce(clients.name, coaches.name) AS name,
+                   coalesce(clients.email, coaches.email) AS email,
+                   coalesce(clients.lang, coaches.lang) AS lang,
+                   members.id AS member_id, members.status AS member_status,
+                   (SELECT group_concat(named.name, ', ') FROM decisions AS others
+                      JOIN clients AS named ON named.id = others.client_id
+                     WHERE others.round_id = rounds.id) AS client_names,
+                   (SELECT count(*) FROM rounds AS earlier
+                     WHERE earlier.engagement_id = rounds.engagement_id
+                       AND earlier.id < rounds.id) AS earlier_rounds
+            FROM decisions
+            JOIN rounds ON rounds.id = decisions.round_id
+            JOIN sessions ON sessions.id = rounds.session_id
+            JOIN engagements ON engagements.id = rounds.engagement_id
+            JOIN coaches ON coaches.id = engagements.coach_id
+            LEFT JOIN clients ON clients.id = decisions.client_id
+            LEFT JOIN members ON members.engagement_id = rounds.engagement_id
+                             AND members.client_id = decisions.client_id
+            WHERE decisions.round_id IN (SELECT value FROM json_each(?))
+            ORDER BY decisions.round_id, decisions.role = 'client', decisions.id
+            """,
+            [json.dumps(round_ids)],
+        )
+    ]
+
+
+def describe_party(
+    db: sqlite_utils.Database, decision_id: int, now: datetime | None = None
+) -> dict:
+    """What a party's decision page shows.
+
+    The coach sees every member's choice. A client sees their own decision
+    and only how many others have decided: never another member's name,
+    address, choice or note, and not the coach's choice before the round
+    closes, not even whether the coach has decided: in an open round between
+    two that could only be a continue (so that nobody answers to please the other).
+    """
+    parties = [dict(row) for row in db.conn.execute(PAGE_PARTIES, [decision_id])]
+    me = next(party for party in parties if party["id"] == decision_id)
+    others = [party for party in parties if party["id"] != decision_id]
+    view = {
+        "me": me,
+        "round": {
+            "status": me["round_status"],
+            "outcome": me["outcome"],
+            "closed_at": me["closed_at"],
+            "end_reason": me["end_reason"],
+            "engagement_status": me["engagement_status"],
+        },
+        "group": me["kind"] == "group",
+        # Members only: counting the coach would tell the last member the coach's choice.
+        "members_decided": sum(1 for p in parties if p["role"] == "client" and p["choice"]),
+        "members_total": sum(1 for p in parties if p["role"] == "client"),
+        # Past the deadline the round only waits for cron to close it: no more answers.
+        "deadline_passed": now is not None and to_db(now) >= me["deadline_at"],
+    }
+    if me["role"] == "coach":
+        view["others"] = [
+            {key: party[key] for key in ("name", "choice", "reason", "usefulness", "note")}
+            for party in others
+        ]
+    return view
+
+
+# Every party of one decision's round with what its page shows, in one query (a page
+# is opened far more often than a mail is written, so none of parties_of_rounds'
+# per-party subqueries for mails).
+PAGE_PARTIES = """
+SELECT decisions.*, rounds.engagement_id, rounds.deadline_at,
+       rounds.status AS round_status, rounds.outcome, rounds.closed_at,
+       sessions.starts_at AS session_at,
+       engagements.title, engagements.kind, engagements.end_reason,
+       engagements.status AS engagement_status,
+       coaches.name AS coach_name,
+       coalesce(clients.name, coaches.name) AS name,
+       coalesce(clients.lang, coaches.lang) AS lang,
+       members.id AS member_id, members.status AS member_status
+FROM decisions AS mine
+JOIN rounds ON rounds.id = mine.round_id
+JOIN decisions ON decisions.round_id = rounds.id
+JOIN sessions ON sessions.id = rounds.session_id
+JOIN engagements ON engagements.id = rounds.engagement_id
+JOIN coaches ON coaches.id = engagements.coach_id
+LEFT JOIN clients ON clients.id = decisions.client_id
+LEFT JOIN members ON members.engagement_id = rounds.engagement_id
+                 AND members.client_id = decisions.client_id
+WHERE mine.id = ?
+ORDER BY decisions.role = 'client', decisions.id
+"""
+
+
+def get_welcome_back_member(db: sqlite_utils.Database, member_id: int) -> dict:
+    """The client, coach and engagement behind a welcome-back link."""
+    row = db.conn.execute(
+        """
+        SELECT members.id AS member_id, members.engagement_id, engagements.title,
+               engagements.status AS engagement_status,
+               clients.name AS client_name, clients.email AS client_email,
+               clients.lang AS client_lang,
+               coaches.name AS coach_name, coaches.email AS coach_email,
+               coaches.lang AS coach_lang
+        FROM members
+        JOIN engagements ON engagements.id = members.engagement_id
+        JOIN clients ON clients.id = members.client_id
+        JOIN coaches ON coaches.id = engagements.coach_id
+        WHERE members.id = ?
+        """,
+        [member_id],
+    ).fetchone()
+    if row is None:
+        raise NotFound("This link does not open (any more).")
+    return dict(row)
+
+
+def round_status_of(db: sqlite_utils.Database, decision_id: int) -> str:
+    """'open' or 'closed': the state of the round a decision belongs to."""
+    return db.conn.execute(
+        "SELECT rounds.status FROM decisions JOIN rounds ON rounds.id = decisions.round_id"
+        " WHERE decisions.id = ?",
+        [decision_id],
+    ).fetchone()[0]

@@ -1,0 +1,161 @@
+"""The twoyes web app: the pages behind the links in the mails, and the app every command runs in.
+
+`create_app()` layers the settings (defaults, then instance/config.toml, then
+the TWOYES_ environment, then a test's own), checks them once into a frozen
+`Settings`, and only then starts Flask-Mail (it copies its settings at that
+moment). The routes live in Blueprints, one module each; they stay thin:
+read the request, call one domain function, show the result. GET and HEAD
+never change anything, because mail scanners open every link.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from flask import Flask, g, render_template, request
+from flask.sessions import SessionInterface
+from flask_babel import gettext
+from flask_mail import Mail
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from twoyes import db as database
+from twoyes.errors import N_, NotFound, TwoyesError
+from twoyes.logs import HideTokens
+from twoyes.settings import CONFIG_FILE, DEFAULTS, FIXED, SETTINGS, ConfigError, load_settings
+from twoyes.web.forms import FormStamp
+from twoyes.web.i18n import init_language, translate_error
+from twoyes.web.rate_limits import TokenRateLimit
+
+mail = Mail()
+
+# templates/, static/, translations/ and instance/ lie at the repository's root.
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+class NoSessions(SessionInterface):
+    """No cookie session: every link carries its own token, and nothing else is remembered.
+
+    Flask's default builds a signing serializer to open a session cookie on
+    every request (0.03 ms) that twoyes never reads; this gives each request
+    Flask's null session at once, and no response ever sets a cookie.
+    """
+
+    def open_session(self, app, request):
+        return None
+
+    def save_session(self, app, session, response):
+        return None
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """The app, with its settings checked; ConfigError names a setting that cannot work."""
+    # The instance folder holds the settings file, the database, the secret and .eml files.
+    instance = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("TWOYES_INSTANCE_PATH")
+    app = Flask(
+        "twoyes",
+        root_path=str(ROOT),
+        instance_relative_config=True,
+        instance_path=instance and os.path.abspath(instance),
+    )
+    app.config.from_mapping(DEFAULTS | FIXED)
+    sources = {name: "default" for name in DEFAULTS}
+    settings_file = Path(app.instance_path) / CONFIG_FILE
+    try:
+        with open(settings_file, "rb") as file:
+            from_file = tomllib.load(file)
+    except FileNotFoundError:
+        from_file = {}
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{settings_file} cannot be read: {error}") from error
+    unknown = sorted(set(from_file) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(
+            f"{settings_file} names {', '.join(unknown)}, which is not a setting; "
+            "the README lists them all (without the TWOYES_ prefix)."
+        )
+    app.config.from_mapping(from_file)
+    sources |= dict.fromkeys(from_file, "file")
+    app.config.from_prefixed_env("TWOYES")
+    sources |= {name: "environment" for name in app.config if f"TWOYES_{name}" in os.environ}
+    if test_config:
+        app.config.from_mapping(test_config)
+        sources |= dict.fromkeys(test_config, "test")
+    settings = load_settings(app.config, app.instance_path)
+    app.config["SECRET_KEY"] = settings.secret_key
+    app.config["DATABASE"] = settings.database
+    app.extensions["twoyes"] = settings
+    app.extensions["twoyes_sources"] = sources
+    app.extensions["twoyes_settings_file"] = settings_file
+    app.extensions["twoyes_form_stamp"] = FormStamp(
+        settings.secret_key, settings.min_decision_seconds
+    )
+    # Token routes are rate limited per client address: nobody tries tokens by the thousand.
+    app.extensions["twoyes_rate_limit"] = TokenRateLimit(
+        settings.token_rate_limit, settings.ratelimit_storage_uri
+    )
+    app.session_interface = NoSessions()
+    mail.init_app(app)
+    if settings.proxies:
+        # Behind nginx or Caddy the client's address is in X-Forwarded-For.
+        hops = settings.proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    init_language(app, settings)
+
+    app.teardown_appcontext(database.roll_back_unfinished)
+    app.after_request(security_headers)
+    app.register_error_handler(TwoyesError, show_error)
+    for status in (400, 404, 405, 413, 429, 500):
+        app.register_error_handler(status, show_http_error)
+
+    from twoyes.web import coach, decisions, pages, welcome_back
+
+    for blueprint in (decisions.bp, welcome_back.bp, coach.bp, pages.bp):
+        app.register_blueprint(blueprint)
+    app.logger.addFilter(HideTokens())  # Flask logs the path of a request that failed
+    return app
+
+
+def security_headers(response):
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    policy = CONTENT_SECURITY_POLICY
+    if "style_nonce" in g:
+        # The report's charts are inline SVG with a <style> of their own, let in by nonce.
+        policy = policy.replace("style-src 'self'", f"style-src 'self' 'nonce-{g.style_nonce}'")
+    response.headers["Content-Security-Policy"] = policy
+    if request.path.startswith(("/d/", "/b/", "/c/")):
+        # The token is in the path: never pass it on, never keep the page.
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+HTTP_ERRORS = {
+    400: N_("Something in the form was not right. Please go back and try again."),
+    404: N_("This page does not exist, or this link does not open any more."),
+    405: N_("This page cannot be used that way."),
+    413: N_("That was more than this form takes. Please send a shorter note."),
+    429: N_("That was many requests in a short time. Please wait a minute and try again."),
+    500: N_("Something went wrong on our side. Nothing you sent was lost; please try again later."),
+}
+
+
+def show_error(error: TwoyesError):
+    """A domain error as a page; a token that does not open reveals nothing, in any language."""
+    if isinstance(error, NotFound):
+        return show_http_error(error)
+    message = translate_error(error)
+    return render_template("error.html", status=error.status, message=message), error.status
+
+
+def show_http_error(error):
+    status = getattr(error, "code", None) or getattr(error, "status", 500)
+    message = gettext(HTTP_ERRORS.get(status, HTTP_ERRORS[500]))
+    return render_template("error.html", status=status, message=message), status

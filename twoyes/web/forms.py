@@ -1,0 +1,104 @@
+"""Reading the decision form, and telling a person's POST from a mail scanner's.
+
+Scanners (Safe Links, Barracuda, Google) open every link within seconds and
+some press buttons. A decision counts only when its POST carries a signed
+stamp of when the page was served, at least MIN_DECISION_SECONDS old, and
+an empty honeypot field; otherwise the page simply asks again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
+
+from itsdangerous import BadSignature, Signer
+from werkzeug.datastructures import MultiDict
+
+from twoyes.errors import N_
+
+HONEYPOT = "website"
+STAMP = "served"
+STAMP_MAX_AGE = 30 * 24 * 3600
+
+
+GARBLED = N_("The form arrived garbled, so nothing was recorded. Please try once more.")
+
+
+def body_is_utf8(body: bytes) -> bool:
+    """Whether a urlencoded form body is UTF-8 through and through (werkzeug would keep a
+    bad %FF as literal text, or drop the whole form on raw bad bytes)."""
+    try:
+        # The raw bytes, and then what the escapes stand for, must each read as UTF-8 ('&' and
+        # '=' cannot join two halves of a character, so one pass tells what field by field would).
+        body.decode("utf-8")
+        unquote_to_bytes(body.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def clean_text(value: str | None) -> str | None:
+    """A posted text with the browser's CR LF line breaks counted as one, trimmed; None if empty.
+
+    A textarea's maxlength counts a line break as one character, so the
+    server must too, or a note that fitted the box is refused.
+    """
+    text = (value or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+    return text or None
+
+
+class FormStamp:
+    """A signed 'this page was served at' value (in milliseconds), bound to one decision."""
+
+    def __init__(self, secret_key: str, min_seconds: float) -> None:
+        self.signer = Signer(secret_key, salt="twoyes-form-stamp")
+        self.min_seconds = min_seconds
+
+    def issue(self, subject_id: int) -> str:
+        return self.signer.sign(f"{subject_id}:{time.time_ns() // 1_000_000}").decode("ascii")
+
+    def is_human(self, form: MultiDict, subject_id: int) -> bool:
+        """True for a POST a person could have sent: signed, old enough, honeypot empty."""
+        if form.get(HONEYPOT):
+            return False
+        try:
+            value = self.signer.unsign(form.get(STAMP, "")).decode("ascii")
+        except BadSignature:
+            return False
+        stamped_id, _, served_ms = value.partition(":")
+        if stamped_id != str(subject_id) or not served_ms.isdigit():
+            return False
+        age = (time.time_ns() // 1_000_000 - int(served_ms)) / 1000
+        return self.min_seconds <= age <= STAMP_MAX_AGE
+
+
+@dataclass
+class DecisionForm:
+    """The posted fields, parsed; `problems` holds a sentence for each bad value."""
+
+    choice: str | None = None
+    reason: str | None = None
+    usefulness: int | None = None
+    note: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, data: MultiDict) -> DecisionForm:
+        """Parse the form; the rules' own checks run again in record_decision."""
+        form = cls(
+            choice=data.get("choice") or None,
+            reason=data.get("reason") or None,
+            note=clean_text(data.get("note")),
+        )
+        raw = (data.get("usefulness") or "").strip()
+        if raw:
+            try:
+                form.usefulness = int(raw)
+            except ValueError:
+                form.problems.append(N_("Usefulness is a whole number from 0 to 10."))
+        if form.choice is None:
+            form.problems.append(N_("Please press Continue or Stop."))
+        if form.choice == "continue":
+            form.reason = None
+        return form

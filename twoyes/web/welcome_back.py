@@ -1,0 +1,79 @@
+"""Welcome back: `/b/<token>`, where a client who stopped asks the coach for a new session.
+
+Asking mails the coach; it reopens nothing (R8), and may be used again later.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask_babel import gettext
+
+from twoyes.db import transaction
+from twoyes.errors import N_
+from twoyes.events import log_event
+from twoyes.mails import queue_welcome_back_mail
+from twoyes.parties import get_welcome_back_member
+from twoyes.rules import NOTE_MAX
+from twoyes.times import utcnow
+from twoyes.tokens import get_member_id
+from twoyes.web.context import form_stamp, get_db, limit_tokens
+from twoyes.web.forms import GARBLED, body_is_utf8, clean_text
+
+bp = Blueprint("welcome_back", __name__)
+
+
+def welcome_back_page(token, member, *, status=200, notice=None, message="", asked=False):
+    g.lang = member["client_lang"]
+    if notice:
+        notice = gettext(notice[0], **notice[1])
+    page = render_template(
+        "welcome_back.html",
+        member=member,
+        token=token,
+        asked=asked,
+        message=message,
+        notice=notice,
+        status=status,
+        stamp=form_stamp().issue(member["member_id"]),
+    )
+    return page, status
+
+
+@bp.get("/b/<token>")
+@limit_tokens
+def welcome_back(token: str):
+    db = get_db()
+    member = get_welcome_back_member(db, get_member_id(db, token, utcnow()))
+    return welcome_back_page(token, member, asked=request.args.get("asked") == "1")
+
+
+@bp.post("/b/<token>")
+@limit_tokens
+def ask_welcome_back(token: str):
+    db = get_db()
+    now = utcnow()
+    member = get_welcome_back_member(db, get_member_id(db, token, now))
+    if not body_is_utf8(request.get_data(cache=True)):
+        return welcome_back_page(token, member, status=400, notice=(GARBLED, {}))
+    message = clean_text(request.form.get("message")) or ""
+    if len(message) > NOTE_MAX:
+        notice = (
+            N_("A message can be at most %(most)s characters; this one has %(length)s."),
+            {"most": f"{NOTE_MAX:,}", "length": f"{len(message):,}"},
+        )
+        return welcome_back_page(token, member, status=400, notice=notice, message=message)
+    if not form_stamp().is_human(request.form, member["member_id"]):
+        notice = (N_("Please press the button once more to send your request."), {})
+        return welcome_back_page(token, member, notice=notice, message=message)
+    with transaction(db):
+        queue_welcome_back_mail(db, member, message, now)
+        log_event(
+            db,
+            "welcome_back_asked",
+            now,
+            engagement_id=member["engagement_id"],
+            member_id=member["member_id"],
+            ip=request.remote_addr,
+            user_agent=request.user_agent.string[:300],
+        )
+    return redirect(url_for("welcome_back.welcome_back", token=token, asked=1), 303)
