@@ -43,7 +43,7 @@ messages: $(VENV)/.installed-run
 	$(VENV)/bin/pybabel update -i translations/messages.pot -d translations \
 		--no-fuzzy-matching --ignore-obsolete --width 100
 
-install: $(VENV)/.installed-run
+install: $(VENV)/.installed-run translations
 install-dev: $(VENV)/.installed-dev
 
 $(VENV)/bin/python:

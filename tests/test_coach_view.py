@@ -331,8 +331,9 @@ def test_report_html_is_one_well_formed_self_contained_page(run, practice, tmp_p
     assert "<td>Client can go on alone</td><td>1</td>" in page
     assert "<td>1</td><td>4.5</td><td>2</td>" in page
     assert "<td>Clients</td><td>75%</td><td>4</td>" in page
-    # Replaced on the next run (a report is made to be made again).
-    ok(run(*args))
+    # Kept on the next run, replaced with --force (a report is made to be made again).
+    assert run(*args).exit_code == 1
+    ok(run(*args, "--force"))
     assert path.read_text(encoding="utf-8").count("<svg") == 4
 
 

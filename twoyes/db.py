@@ -66,7 +66,7 @@ SCHEMA_VERSION = max(UPGRADES)
 
 def connect(path: str | Path) -> sqlite_utils.Database:
     """Open the database file with the settings every twoyes connection needs."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     conn = sqlite3.connect(
         str(path),
         timeout=BUSY_TIMEOUT_MS / 1000,

@@ -8,9 +8,12 @@ command line with exit status 2. The commands live in one module per group.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from twoyes.cli.engagements import decide, engagement, session
+from twoyes.cli.health import check, config
 from twoyes.cli.jobs import close_undecided, tick
 from twoyes.cli.mail import outbox, send
 from twoyes.cli.options import get_db, settings, with_app
@@ -19,6 +22,7 @@ from twoyes.cli.privacy import backup
 from twoyes.cli.reports import export, report, status
 from twoyes.cli.serve import serve
 from twoyes.db import init_db
+from twoyes.settings import CONFIG_FILE, write_settings_template
 
 
 @click.group()
@@ -33,10 +37,16 @@ def cli():
 @cli.command()
 @with_app
 def init():
-    """Create or upgrade the database; safe to repeat.
+    """Create or upgrade the database, and write a commented settings file; safe to repeat.
+
+    The instance folder becomes readable by its owner only; instance/config.toml
+    is written (0600) with every setting commented out at its default, unless
+    it exists.
 
     Example: python cli.py init
     """
+    instance = Path(settings().instance_path)
+    wrote_template = write_settings_template(instance)
     before, after, created = init_db(get_db())
     path = settings().database
     if created:
@@ -45,6 +55,8 @@ def init():
         click.echo(f"The database at {path} is up to date (schema version {after}).")
     else:
         click.echo(f"Upgraded the database at {path} from version {before} to {after}.")
+    if wrote_template:
+        click.echo(f"Wrote the settings file {instance / CONFIG_FILE}: every setting, commented.")
 
 
 for command in (
@@ -62,5 +74,7 @@ for command in (
     export,
     backup,
     serve,
+    config,
+    check,
 ):
     cli.add_command(command)

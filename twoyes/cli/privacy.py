@@ -7,13 +7,13 @@ request (privacy.py); `backup` makes the online copy a restore starts from.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
 
 from twoyes.backups import backup_database
 from twoyes.cli.options import get_db, json_option, print_json, with_app
+from twoyes.files import write_new_file
 from twoyes.privacy import export_client, forget_client
 from twoyes.times import utcnow
 
@@ -23,10 +23,11 @@ from twoyes.times import utcnow
 @click.option(
     "--output",
     type=click.Path(dir_okay=False),
-    help="Write the JSON to this file (readable only by you) instead of printing it.",
+    help="Write the JSON to this new file (readable only by you) instead of printing it.",
 )
+@click.option("--force", is_flag=True, help="Replace the --output file if it exists.")
 @with_app
-def client_export(email, output):
+def client_export(email, output, force):
     """Answer an access request: all about one client, as JSON.
 
     Everything twoyes holds about them: their profile, engagements, sessions,
@@ -40,12 +41,7 @@ def client_export(email, output):
     if output is None:
         click.echo(text, nl=False)
         return
-    try:
-        descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-    except OSError as error:
-        raise click.ClickException(f"Cannot write {output}: {error.strerror}.") from error
+    write_new_file(output, text, force=force)
     click.echo(f"Wrote everything twoyes holds about {data['client']['email']} to {output}.")
 
 

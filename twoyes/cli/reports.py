@@ -7,7 +7,6 @@ next to cron and the web app.
 from __future__ import annotations
 
 import csv
-import os
 import sys
 from datetime import timedelta
 
@@ -26,6 +25,7 @@ from twoyes.cli.options import (
 )
 from twoyes.cli.terminal import local, render_status, report_lines
 from twoyes.coach_view import get_coach, make_coach_link
+from twoyes.files import open_new_file, write_new_file
 from twoyes.reports import (
     EXPORT_COLUMNS,
     coach_filter,
@@ -112,11 +112,12 @@ def status(coach_email, now, as_json):
     "--html",
     "html_path",
     type=click.Path(dir_okay=False),
-    help="Also write the report with charts as one page to open or print (replaces the file).",
+    help="Also write the report with charts as one page to open or print.",
 )
+@click.option("--force", is_flag=True, help="Replace the --html file if it exists.")
 @json_option
 @with_app
-def report(coach_email, since, html_path, as_json):
+def report(coach_email, since, html_path, force, as_json):
     """Show how engagements went over a period.
 
     Engagements started and ended, sessions per ended engagement, why they
@@ -136,11 +137,7 @@ def report(coach_email, since, html_path, as_json):
     if html_path:
         with force_locale(coach["lang"] if coach else settings().language):
             page = render_report_page(data, coach["name"] if coach else None, start, now)
-        try:
-            with open(html_path, "w", encoding="utf-8") as file:
-                file.write(page)
-        except OSError as error:
-            raise click.ClickException(f"Cannot write {html_path}: {error.strerror}.") from error
+        write_new_file(html_path, page, force=force)
     if as_json:
         print_json(data)
         return
@@ -204,18 +201,8 @@ def export(csv_path, coach_email, force, as_json):
     Example: python cli.py export --csv decisions.csv --coach bob@example.org
     """
     coach_id, _ = scope(get_db(), coach_email)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-    try:
-        descriptor = os.open(csv_path, flags, 0o600)
-    except FileExistsError as error:
-        raise click.ClickException(
-            f"{csv_path} exists already; choose another name, or add --force to replace it."
-        ) from error
-    except OSError as error:
-        raise click.ClickException(f"Cannot write {csv_path}: {error.strerror}.") from error
-    os.fchmod(descriptor, 0o600)  # a file replaced with --force keeps its old mode otherwise
     count = 0
-    with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as file:
+    with open_new_file(csv_path, force=force) as file:
         writer = csv.DictWriter(file, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
         for row in decision_rows(get_db(), coach_id):

@@ -21,6 +21,7 @@ from flask_mail import Mail
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from twoyes import db as database
+from twoyes.catalogues import catalogue_problem
 from twoyes.errors import N_, NotFound, TwoyesError
 from twoyes.logs import HideTokens
 from twoyes.settings import CONFIG_FILE, DEFAULTS, FIXED, SETTINGS, ConfigError, load_settings
@@ -56,6 +57,9 @@ class NoSessions(SessionInterface):
 
 def create_app(test_config: dict | None = None) -> Flask:
     """The app, with its settings checked; ConfigError names a setting that cannot work."""
+    # Every file this process makes (the database, its -wal and -shm, the secret, .eml
+    # files, exports, backups) holds clients' data: readable by its owner only.
+    os.umask(0o077)
     # The instance folder holds the settings file, the database, the secret and .eml files.
     instance = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("TWOYES_INSTANCE_PATH")
     app = Flask(
@@ -88,6 +92,12 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
         sources |= dict.fromkeys(test_config, "test")
     settings = load_settings(app.config, app.instance_path)
+    problem = catalogue_problem()
+    if problem:
+        raise ConfigError(problem)
+    if not app.config.get("SECRET_KEY"):
+        # load_settings generated it into instance/secret_key (a source, not a password).
+        sources["SECRET_KEY"] = "generated"  # noqa: S105  # nosec B105
     app.config["SECRET_KEY"] = settings.secret_key
     app.config["DATABASE"] = settings.database
     app.extensions["twoyes"] = settings
