@@ -494,18 +494,8 @@ def test_twoyes_deployed_behind_caddy_serves_clients_over_https(tmp_path):
         as_operator(srv, "init")
         as_operator(srv, "coach", "add", "Bob Coach", "bob@example.org")
         as_operator(srv, "client", "add", "Anna de Vries", "anna@example.org")
-        engagement = json.loads(
-            as_operator(
-                srv,
-                "engagement",
-                "start",
-                "--coach",
-                "bob@example.org",
-                "--client",
-                "anna@example.org",
-                "--json",
-            )  # fmt: skip
-        )
+        start = "engagement start --coach bob@example.org --client anna@example.org --json"
+        engagement = json.loads(as_operator(srv, *start.split()))
         as_operator(srv, "session", "done", str(engagement["id"]))
 
         web = servers.enter_context(web_service(root, upstream, gunicorn_log))
@@ -524,8 +514,8 @@ def test_twoyes_deployed_behind_caddy_serves_clients_over_https(tmp_path):
         ]
 
         # Each decides from an address of their own, and claims another one.
-        for message, source in zip(sorted(smtp.messages, key=lambda m: m["To"]),
-                                   ["127.0.0.2", "127.0.0.3"], strict=True):  # fmt: skip
+        anna, bob = sorted(smtp.messages, key=lambda message: message["To"])
+        for message, source in [(anna, "127.0.0.2"), (bob, "127.0.0.3")]:
             link = next(link for link in URL.findall(text_of(message)) if "/continue" in link)
             decide(base_url, cafile, link, "continue", source=source, claimed="203.0.113.66")
         assert ips_in_event_log(instance / "twoyes.db") == ["127.0.0.2", "127.0.0.3"]
