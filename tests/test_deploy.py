@@ -27,6 +27,7 @@ import re
 import runpy
 import shlex
 import shutil
+import signal
 import socket
 import sqlite3
 import ssl
@@ -251,7 +252,8 @@ def test_both_proxies_pass_requests_to_where_gunicorn_listens(tmp_path):
 
 @contextlib.contextmanager
 def started(args: list[str], log: Path, **options):
-    """A server process for the length of the block; stopped with SIGTERM, then killed."""
+    """A server process for the length of the block; stopped as systemd's KillMode=mixed
+    stops a service: SIGTERM to the process, then SIGKILL to its whole group."""
     with log.open("w") as output:
         process = subprocess.Popen(  # noqa: S603 (the unit's command line, or Caddy's)
             args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, **options
@@ -263,7 +265,7 @@ def started(args: list[str], log: Path, **options):
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
 
 
