@@ -104,12 +104,14 @@ def client_forget(email, yes, as_json):
     "--into",
     "folder",
     type=click.Path(),
+    metavar="FOLDER",
     help="Instead of PATH: a folder, where the copy gets a name with the time it was taken "
     "(twoyes-2026-12-09T033000Z.db, in UTC).",
 )
 @click.option(
     "--keep",
     type=click.IntRange(min=1),
+    metavar="N",
     help="With --into: keep only the newest N backups in the folder, removing older ones. "
     "Other files there are never touched.",
 )
