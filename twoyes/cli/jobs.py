@@ -60,7 +60,7 @@ def tick(now, as_json):
 
     \b
     Example: a crontab line
-    */10 * * * * cd /srv/twoyes && .venv/bin/python cli.py tick
+    */5 * * * * cd /srv/twoyes && .venv/bin/python cli.py tick
     """
     db = get_db()
     when = the_time(now)

@@ -7,11 +7,12 @@ request (privacy.py); `backup` makes the online copy a restore starts from.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
-from twoyes.backups import backup_database
+from twoyes.backups import backup_database, backup_into
 from twoyes.cli.options import get_db, json_option, print_json, with_app
 from twoyes.files import write_new_file
 from twoyes.privacy import export_client, forget_client
@@ -95,22 +96,50 @@ def client_forget(email, yes, as_json):
 
 
 @click.command()
-@click.argument("path", type=click.Path())
+@click.argument("path", type=click.Path(), required=False)
+@click.option(
+    "--into",
+    "folder",
+    type=click.Path(),
+    metavar="FOLDER",
+    help="Instead of PATH: a folder, where the copy gets a name with the time it was taken "
+    "(twoyes-2026-12-09T033000Z.db, in UTC).",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --into: keep only the newest N backups in the folder, removing older ones. "
+    "Other files there are never touched.",
+)
 @json_option
 @with_app
-def backup(path, as_json):
+def backup(path, folder, keep, as_json):
     """Copy the database safely, even while it is in use.
 
     Uses SQLite's online backup, so the web app and cron keep running, and checks
-    the copy with PRAGMA integrity_check; the README says how to restore.
+    the copy with PRAGMA integrity_check; the README says how to restore. With
+    --into and --keep it keeps a folder of the last N, as the nightly timer does.
 
     Example: python cli.py backup backups/twoyes-2026-12-09.db
+
+    Example: python cli.py backup --into /var/backups/twoyes --keep 14
     """
-    result = backup_database(get_db(), path)
+    if (path is None) == (folder is None):
+        raise click.UsageError("Name either a PATH for the copy or a folder with --into.")
+    if keep is not None and folder is None:
+        raise click.UsageError("--keep goes with --into: it counts the backups in that folder.")
+    if folder is None:
+        result = backup_database(get_db(), path)
+    else:
+        result = backup_into(get_db(), folder, utcnow(), keep)
     if as_json:
         print_json(result)
-    else:
-        click.echo(
-            f"Backed up the database to {result['path']} ({result['bytes']:,} bytes, "
-            f"schema version {result['schema_version']}, integrity check ok)."
-        )
+        return
+    click.echo(
+        f"Backed up the database to {result['path']} ({result['bytes']:,} bytes, "
+        f"schema version {result['schema_version']}, integrity check ok)."
+    )
+    if result.get("removed"):
+        names = ", ".join(os.path.basename(old) for old in result["removed"])
+        click.echo(f"Removed {len(result['removed'])} older backup(s): {names}.")
