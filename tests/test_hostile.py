@@ -29,12 +29,24 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import POLICY, ROOT, Inbox, deliver, dump, html_of, links_in, serve_smtp, text_of
-from conftest import token_of as token_in_link
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
-from test_delivery import cli_env
+from support import (
+    POLICY,
+    ROOT,
+    Inbox,
+    cli_env,
+    deliver,
+    dump,
+    html_of,
+    links_in,
+    ok,
+    outbox_rows,
+    serve_smtp,
+    text_of,
+)
+from support import token_of as token_in_link
 
 from twoyes.engagements import start_engagement
 from twoyes.outbox import CLAIM_MINUTES, MAX_ATTEMPTS
@@ -381,12 +393,6 @@ SCRIPT = '<script>alert("x")</script>'
 IMG = "<img src=x onerror=alert(1)>"
 
 
-def ok(run, *args):
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
 def test_script_in_names_titles_and_notes_is_escaped_in_pages_and_mails(run, db, app, client, smtp):
     ok(run, "coach", "add", f"Bob {IMG}", "bob@example.org")
     ok(run, "client", "add", f"Anna {SCRIPT} & Co", "anna@example.org")
@@ -720,10 +726,6 @@ def send_process(settings, port: int, now: datetime, **extra: str):
         timeout=60,
     )
     return process, time.monotonic() - started
-
-
-def outbox_rows(db) -> list[dict]:
-    return [dict(row) for row in db.conn.execute("SELECT * FROM outbox ORDER BY id")]
 
 
 def queued_for(db, count: int) -> datetime:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
+from support import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
 
 from twoyes.engagements import start_engagement
 from twoyes.rounds import send_reminders
