@@ -245,6 +245,42 @@ def test_a_decision_after_the_deadline_does_not_continue(db, held):
     assert engagement_of(db, engagement)["end_reason"] == "undecided"
 
 
+def test_the_deadline_second_itself_is_late_for_a_decision_and_due_for_the_sweep(db, held):
+    """R4 at the boundary: the deadline is the first second in which silence counts as
+    stop. A continue in the second before it counts; one in the deadline's own second is
+    refused and changes nothing; and close-undecided run in that second ends the
+    engagement `undecided`, while a run a second earlier leaves the round open."""
+    engagement, round_id = held
+    deadline = from_db(round_of(db, round_id)["deadline_at"])
+    second = timedelta(seconds=1)
+    decide(db, round_id, "coach", deadline - second, choice="continue")
+    before = dump(db)
+
+    with pytest.raises(errors.Conflict) as refused:
+        decide(db, round_id, ANNA, deadline, choice="continue")
+    assert "The deadline for this round has passed" in str(refused.value)
+    assert dump(db) == before
+    assert close_overdue_rounds(db, deadline - second) == []
+    assert dump(db) == before
+
+    closed = close_overdue_rounds(db, deadline)
+
+    assert closed == [
+        {
+            "engagement_id": engagement,
+            "round_id": round_id,
+            "outcome": "stop",
+            "end_reason": "undecided",
+        }
+    ]
+    row = engagement_of(db, engagement)
+    assert (row["status"], row["end_reason"], row["ended_at"]) == (
+        "ended",
+        "undecided",
+        round_of(db, round_id)["deadline_at"],
+    )
+
+
 # R3: individual rounds close on either stop or on two continues
 
 
