@@ -5,10 +5,11 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from support import POLICY, T0, decide, decision_id, dump
+from support import POLICY, T0, decide, decision_id, dump, outbox_rows
 
 from twoyes import errors, tokens
 from twoyes.engagements import end_idle_engagements, reopen_engagement, start_engagement
+from twoyes.privacy import forget_client
 from twoyes.rounds import (
     close_overdue_rounds,
     open_due_rounds,
@@ -558,6 +559,39 @@ def test_reopen_makes_an_ended_engagement_active(db, held):
     assert "engagement_reopened" in event_kinds(db, engagement_id=engagement)
     with pytest.raises(errors.Conflict, match="still active"):
         reopen_engagement(db, engagement, T0 + 30 * DAY)
+
+
+@pytest.mark.parametrize("gone", ["stopped", "forgotten"])
+def test_reopening_a_group_leaves_out_whoever_left_it(db, group, gone):
+    """R5/R7: reopening a group brings the group back, not the members who left it. Carl
+    stopped in the last round (or was forgotten after it ended): he stays `left`, and the
+    next round neither makes him a party nor mails him, not even a reminder."""
+    (carl,) = db.conn.execute("SELECT id FROM clients WHERE email = ?", [CARL]).fetchone()
+    _, first = record_session_done(db, group, T0, POLICY)
+    if gone == "stopped":
+        decide(db, first, CARL, T0 + HOUR, choice="stop", reason="on_my_own")
+    decide(db, first, "coach", T0 + 2 * HOUR, choice="stop", reason="values")
+    if gone == "forgotten":
+        forget_client(db, CARL, T0 + 3 * HOUR)
+    earlier = len(outbox_rows(db))
+
+    reopen_engagement(db, group, T0 + 30 * DAY)
+    _, second = record_session_done(db, group, T0 + 31 * DAY, POLICY)
+    reminder_at = from_db(round_of(db, second)["reminder_at"])
+    assert send_reminders(db, reminder_at) == 2
+
+    status = db.conn.execute(
+        "SELECT status FROM members WHERE engagement_id = ? AND client_id = ?", [group, carl]
+    ).fetchone()[0]
+    assert status == "left"
+    assert parties(db, second) == [ANNA, "coach"]
+    mailed = Counter((row["kind"], row["to_email"]) for row in outbox_rows(db)[earlier:])
+    assert mailed == {
+        ("decision", BOB): 1,
+        ("decision", ANNA): 1,
+        ("reminder", BOB): 1,
+        ("reminder", ANNA): 1,
+    }
 
 
 # R8: outcome mails and welcome-back links
