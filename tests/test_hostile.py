@@ -152,6 +152,7 @@ def near_misses(token: str) -> st.SearchStrategy[str]:
     )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_any_path_and_method_gets_a_page_below_500_and_changes_nothing(db, web, data):
@@ -216,6 +217,7 @@ def expected_note(raw: str | None) -> str | None:
     return text or None
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     who=st.sampled_from(["coach", "client"]),
@@ -527,6 +529,7 @@ HEADERISH = st.lists(
 ).map("".join)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(name=st.one_of(HEADERISH, st.just("a\r\nBcc: eve@example.org")))
 def test_no_name_reaches_a_header_of_its_own(run, db, app, smtp, name):
@@ -756,6 +759,7 @@ def queued_for(db, count: int) -> datetime:
     return now
 
 
+@pytest.mark.slow
 def test_a_server_that_never_answers_costs_one_timeout_and_the_mail_waits(settings, db):
     now = queued_for(db, 1)
     with faulty("silent") as server:
@@ -770,6 +774,7 @@ def test_a_server_that_never_answers_costs_one_timeout_and_the_mail_waits(settin
         assert "timed out" in row["last_error"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["stall", "drop"])
 def test_a_server_that_stalls_or_hangs_up_mid_batch_loses_nothing_and_doubles_nothing(
     settings, db, smtp, mode

@@ -789,6 +789,7 @@ def test_scanners_opening_every_link_of_every_mail_change_nothing(
 # --- the human-POST rule --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_post_sooner_than_min_decision_seconds_is_not_recorded_but_later_is(
     settings, db, smtp, engagement
 ):
@@ -815,6 +816,7 @@ def test_a_post_sooner_than_min_decision_seconds_is_not_recorded_but_later_is(
     assert decision_row(db, ANNA)["choice"] == "continue"
 
 
+@pytest.mark.slow
 def test_a_post_2_3_seconds_after_the_page_is_not_recorded_when_3_are_asked(
     settings, db, smtp, engagement
 ):
