@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 from babel.messages.pofile import read_po
-from conftest import ROOT, Inbox, free_port, html_of, links_in, serve_smtp, token_of
 from playwright.sync_api import Browser, Page, sync_playwright
+from support import ROOT, Inbox, free_port, html_of, links_in, serve_smtp, token_of
 
 from twoyes.labels import REASON_LABELS
 from twoyes.rules import REASONS

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import LINK, ROOT, T0, dump, free_port
+from support import LINK, ROOT, T0, decide, dump, free_port, iso, ok, outbox_rows, refused
 
 from twoyes.cli import cli
 from twoyes.db import SCHEMA_VERSION
-from twoyes.rounds import record_decision
 
 TABLES = {
     "coaches",
@@ -41,35 +40,6 @@ TABLES = {
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def ok(run, *args):
-    """Run a command that must succeed; returns Click's result."""
-    result = run(*args)
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    assert "Traceback" not in result.output
-    return result
-
-
-def refused(run, db, *args, code: int = 1) -> str:
-    """Run a command that must be refused with `code`; returns its error line."""
-    before = dump(db)
-    result = run(*args)
-    assert result.exit_code == code, (result.stdout, result.stderr)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    if code == 1:
-        assert len(lines) == 1, lines
-        assert lines[0].startswith("Error: ")
-        error = lines[0]
-    else:
-        assert lines[0].startswith("Usage: ")
-        errors = [line for line in lines if line.startswith("Error: ")]
-        assert len(errors) == 1, lines
-        error = errors[0]
-    assert dump(db) == before, "a refused command changed the database"
-    return error
 
 
 def as_json(result):
@@ -97,22 +67,6 @@ def ended_engagement(run, engagement_id) -> int:
     round_id = session_done(run, engagement_id)["round_id"]
     ok(run, "decide", round_id, "--choice", "stop", "--reason", "cannot_help")
     return round_id
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat()
-
-
-def outbox_rows(db) -> list[dict]:
-    return [dict(row) for row in db.conn.execute("SELECT * FROM outbox ORDER BY id")]
-
-
-def client_decision_id(db, round_id: int, address: str) -> int:
-    return db.conn.execute(
-        "SELECT decisions.id FROM decisions JOIN clients ON clients.id = decisions.client_id"
-        " WHERE decisions.round_id = ? AND clients.email = ?",
-        [round_id, address],
-    ).fetchone()[0]
 
 
 def file_dump(path) -> str:
@@ -507,20 +461,16 @@ def history(run, db, people):
     )
     done = session_done(run, engagement_id)
     ok(run, "decide", done["round_id"], "--choice", "continue", "--usefulness", "8")
-    record_decision(
+    decide(
         db,
-        client_decision_id(db, done["round_id"], "anna@example.org"),
+        done["round_id"],
+        "anna@example.org",
         T0 + timedelta(minutes=5),
         choice="stop",
         reason="on_my_own",
         usefulness=9,
     )
-    record_decision(
-        db,
-        client_decision_id(db, done["round_id"], "carl@example.org"),
-        T0 + timedelta(minutes=6),
-        choice="continue",
-    )
+    decide(db, done["round_id"], "carl@example.org", T0 + timedelta(minutes=6), choice="continue")
     planned = as_json(
         ok(run, "session", "add", engagement_id, "--at", "2027-06-01 10:00", "--json")
     )

@@ -18,13 +18,25 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import POLICY, T0, Inbox, deliver, dump, links_in, serve_smtp, token_of
-from test_language import english_sentences, extracted  # noqa: F401 (a fixture)
+from support import (
+    POLICY,
+    T0,
+    Inbox,
+    decide,
+    deliver,
+    dump,
+    english_sentences,
+    iso,
+    links_in,
+    ok,
+    serve_smtp,
+    token_of,
+)
 
 from twoyes import db as database
 from twoyes.engagements import start_engagement
 from twoyes.people import add_person
-from twoyes.rounds import close_overdue_rounds, record_decision
+from twoyes.rounds import close_overdue_rounds
 from twoyes.sessions import record_session_done
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
@@ -52,19 +64,6 @@ def smtp():
     """This module's SMTP server: the conftest one, but it refuses Dana's address."""
     with serve_smtp(RefusingInbox()) as inbox:
         yield inbox
-
-
-def decide(db, round_id, who, now, **values):
-    """`who` is 'coach' or a client's address."""
-    if who == "coach":
-        sql, args = "SELECT id FROM decisions WHERE round_id = ? AND role = 'coach'", [round_id]
-    else:
-        sql = (
-            "SELECT decisions.id FROM decisions JOIN clients ON clients.id = decisions.client_id"
-            " WHERE round_id = ? AND clients.email = ?"
-        )
-        args = [round_id, who]
-    return record_decision(db, db.conn.execute(sql, args).fetchone()[0], now, **values)
 
 
 @pytest.fixture
@@ -133,19 +132,10 @@ def practice(app, db, smtp):
     return {"ids": ids, "rounds": rounds, "names": names, "later": later}
 
 
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat()
-
-
 def coach_link(run, email, now=None) -> str:
     """The overview's path, from `coach link` on the real command line."""
     args = ["coach", "link", email] + (["--now", iso(now)] if now else [])
-    return TOKEN_LINK.search(ok(run(*args)).stdout).group(1)
+    return TOKEN_LINK.search(ok(run, *args).stdout).group(1)
 
 
 # -- status ---------------------------------------------------------------------------------
@@ -153,7 +143,7 @@ def coach_link(run, email, now=None) -> str:
 
 def test_status_shows_who_still_has_to_decide_what_goes_quiet_and_failed_mail(run, practice):
     now = practice["later"] + timedelta(days=8)  # past Dana's deadline
-    result = ok(run("status", "--coach", "bob@example.org", "--now", iso(now)))
+    result = ok(run, "status", "--coach", "bob@example.org", "--now", iso(now))
     text = result.stdout
     dana_round = practice["rounds"]["dana"][0]
     deadline = (practice["later"] + timedelta(days=7)).astimezone(AMSTERDAM)
@@ -179,7 +169,7 @@ def test_status_shows_who_still_has_to_decide_what_goes_quiet_and_failed_mail(ru
 
 
 def test_status_when_nothing_needs_attention(run, db, people):
-    text = ok(run("status")).stdout
+    text = ok(run, "status").stdout
     assert "Status for the practice at " in text
     assert "No open rounds: nobody has to decide anything." in text
     assert "No engagement is going quiet." in text
@@ -187,7 +177,7 @@ def test_status_when_nothing_needs_attention(run, db, people):
 
 
 def test_status_json_is_the_practice_status(run, practice):
-    data = json.loads(ok(run("status", "--json", "--now", iso(practice["later"]))).stdout)
+    data = json.loads(ok(run, "status", "--json", "--now", iso(practice["later"])).stdout)
     assert [r["round_id"] for r in data["open_rounds"]] == [
         practice["rounds"]["dana"][0],
         practice["rounds"]["fleur"][0],
@@ -213,7 +203,7 @@ def since_arg() -> str:
 
 def test_report_json_for_one_coach(run, practice):
     args = ("report", "--coach", "bob@example.org", "--since", since_arg(), "--json")
-    data = json.loads(ok(run(*args)).stdout)
+    data = json.loads(ok(run, *args).stdout)
     assert data["engagements_started"] == 5  # Anna, Ben, Carl, Dana, Gus
     assert data["engagements_ended"] == 3
     assert data["sessions_per_ended_engagement"] == {"1": 2, "2": 1}
@@ -231,7 +221,7 @@ def test_report_json_for_one_coach(run, practice):
 
 
 def test_report_json_for_the_practice(run, practice):
-    data = json.loads(ok(run("report", "--since", since_arg(), "--json")).stdout)
+    data = json.loads(ok(run, "report", "--since", since_arg(), "--json").stdout)
     assert data["engagements_started"] == 7
     assert data["engagements_ended"] == 4
     assert data["sessions_per_ended_engagement"] == {"1": 3, "2": 1}
@@ -240,12 +230,12 @@ def test_report_json_for_the_practice(run, practice):
 
 def test_report_since_a_later_date_leaves_the_earlier_out(run, practice):
     later = (T0 + timedelta(days=30)).astimezone(AMSTERDAM).strftime("%Y-%m-%d")
-    data = json.loads(ok(run("report", "--since", later, "--json")).stdout)
+    data = json.loads(ok(run, "report", "--since", later, "--json").stdout)
     assert data["engagements_started"] == data["engagements_ended"] == 0
 
 
 def test_report_as_text(run, practice):
-    text = ok(run("report", "--coach", "bob@example.org", "--since", since_arg())).stdout
+    text = ok(run, "report", "--coach", "bob@example.org", "--since", since_arg()).stdout
     lines = text.splitlines()
     assert lines[0].startswith("Report for Bob Coach <bob@example.org> since ")
     assert "Engagements started: 5" in lines
@@ -311,7 +301,7 @@ def remote_loads(page: str) -> list[str]:
 def test_report_html_is_one_well_formed_self_contained_page(run, practice, tmp_path):
     path = tmp_path / "report.html"
     args = ("report", "--coach", "bob@example.org", "--since", since_arg(), "--html", path)
-    result = ok(run(*args))
+    result = ok(run, *args)
     assert f"Wrote the report with charts to {path}" in result.stdout
     page = path.read_text(encoding="utf-8")
     ET.fromstring(page)  # well-formed as XML: every tag closes, every entity is known
@@ -333,13 +323,13 @@ def test_report_html_is_one_well_formed_self_contained_page(run, practice, tmp_p
     assert "<td>Clients</td><td>75%</td><td>4</td>" in page
     # Kept on the next run, replaced with --force (a report is made to be made again).
     assert run(*args).exit_code == 1
-    ok(run(*args, "--force"))
+    ok(run, *args, "--force")
     assert path.read_text(encoding="utf-8").count("<svg") == 4
 
 
 def test_report_html_with_nothing_to_draw_yet(run, db, people, tmp_path):
     path = tmp_path / "empty.html"
-    ok(run("report", "--html", path))
+    ok(run, "report", "--html", path)
     page = path.read_text(encoding="utf-8")
     ET.fromstring(page)
     assert "<svg" not in page
@@ -347,9 +337,9 @@ def test_report_html_with_nothing_to_draw_yet(run, db, people, tmp_path):
     assert "Report for the practice" in page
 
 
-def test_report_html_speaks_the_coachs_language(run, practice, tmp_path, extracted):  # noqa: F811
+def test_report_html_speaks_the_coachs_language(run, practice, tmp_path, extracted):
     path = tmp_path / "rapport.html"
-    ok(run("report", "--coach", "eve@example.org", "--since", since_arg(), "--html", path))
+    ok(run, "report", "--coach", "eve@example.org", "--since", since_arg(), "--html", path)
     page = path.read_text(encoding="utf-8")
     ET.fromstring(page)
     assert 'lang="nl"' in page
@@ -375,7 +365,7 @@ def rows_of(path) -> list[dict]:
 
 def test_export_writes_one_row_per_decision_and_no_tokens(run, db, practice, tmp_path):
     path = tmp_path / "decisions.csv"
-    result = ok(run("export", "--csv", path, "--coach", "bob@example.org"))
+    result = ok(run, "export", "--csv", path, "--coach", "bob@example.org")
     rows = rows_of(path)
     bobs = db.conn.execute(
         "SELECT count(*) FROM decisions JOIN rounds ON rounds.id = decisions.round_id"
@@ -407,7 +397,7 @@ def test_export_keeps_an_existing_file_unless_forced(run, practice, tmp_path):
         f"Error: {path} exists already; choose another name, or add --force to replace it."
     )
     assert path.read_text() == "my own analysis\n"
-    ok(run("export", "--csv", path, "--force"))
+    ok(run, "export", "--csv", path, "--force")
     assert len(rows_of(path)) == 14  # the whole practice: seven rounds, two parties each
 
 
@@ -416,7 +406,7 @@ def test_export_disarms_a_note_a_spreadsheet_would_run(run, db, practice, tmp_pa
     _, round_id = record_session_done(db, engagement, T0, POLICY)
     decide(db, round_id, "gus@example.org", T0, choice="continue", note='=HYPERLINK("x")')
     path = tmp_path / "decisions.csv"
-    ok(run("export", "--csv", path))
+    ok(run, "export", "--csv", path)
     (row,) = [row for row in rows_of(path) if row["note"]]
     assert row["note"] == '\'=HYPERLINK("x")'
 
@@ -432,14 +422,14 @@ def test_export_needs_a_file(run, practice):
 
 def test_coach_link_prints_the_address_and_when_it_expires(run, practice):
     now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-    result = ok(run("coach", "link", "bob@example.org", "--now", iso(now)))
+    result = ok(run, "coach", "link", "bob@example.org", "--now", iso(now))
     url, second = result.stdout.splitlines()
     assert TOKEN_LINK.fullmatch(url)
     assert second == (
         "It opens the overview of Bob Coach until Wed 2 Dec 2026 10:00 (Europe/Amsterdam); "
         "give it to them only."
     )
-    data = json.loads(ok(run("coach", "link", "bob@example.org", "--json")).stdout)
+    data = json.loads(ok(run, "coach", "link", "bob@example.org", "--json").stdout)
     assert set(data) == {"url", "expires_at"}
     assert TOKEN_LINK.fullmatch(data["url"])
 
@@ -642,12 +632,15 @@ def test_get_never_decides(run, db, practice, client):
     path = coach_link(run, "bob@example.org")
     dana = practice["rounds"]["dana"][0]
     before = dump(db)
-    assert client.get(f"{path}/rounds/{dana}").status_code in (404, 405)
+    # The round's address takes only a POST: a GET is told so (405), whoever sends it.
+    answer = client.get(f"{path}/rounds/{dana}")
+    assert answer.status_code == 405
+    assert "This page cannot be used that way." in answer.text
     assert client.head(path).status_code == 200
     assert dump(db) == before
 
 
-def test_a_dutch_coach_reads_the_overview_in_dutch(run, practice, client, extracted):  # noqa: F811
+def test_a_dutch_coach_reads_the_overview_in_dutch(run, practice, client, extracted):
     path = coach_link(run, "eve@example.org")
     pages = [client.get(path, headers={"Accept-Language": "en"}).get_data(as_text=True)]
     fleur, erik = practice["rounds"]["fleur"][0], practice["rounds"]["erik"][0]
@@ -719,7 +712,7 @@ def test_init_upgrades_a_version_2_database(run, db, practice, app, client):
             "INSERT INTO tokens (hash, purpose, created_at) VALUES ('x', 'coach_view', 'now')"
         )
 
-    result = ok(run("init"))
+    result = ok(run, "init")
     assert f"from version 2 to {database.SCHEMA_VERSION}" in result.stdout
     assert tables_of(path) == fresh
     after = db.conn.execute(
@@ -727,5 +720,5 @@ def test_init_upgrades_a_version_2_database(run, db, practice, app, client):
         " ORDER BY hash"
     ).fetchall()
     assert [tuple(row) for row in after] == [tuple(row) for row in tokens]
-    assert "up to date" in ok(run("init")).stdout
+    assert "up to date" in ok(run, "init").stdout
     assert client.get(coach_link(run, "bob@example.org")).status_code == 200

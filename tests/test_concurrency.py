@@ -21,9 +21,18 @@ from email.utils import getaddresses
 from urllib.parse import urlencode
 
 import pytest
-from conftest import POLICY, ROOT, deliver, free_port, links_in, token_of
-from test_delivery import cli_env, run_at_once
-from test_invariants import assert_invariants, invariant_violations
+from support import (
+    POLICY,
+    ROOT,
+    assert_invariants,
+    cli_env,
+    deliver,
+    free_port,
+    invariant_violations,
+    links_in,
+    run_at_once,
+    token_of,
+)
 
 from twoyes.db import transaction
 from twoyes.engagements import start_engagement

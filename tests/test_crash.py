@@ -24,8 +24,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import ROOT, serve_smtp
-from test_invariants import assert_invariants
+from support import ROOT, assert_invariants, serve_smtp
 
 from twoyes import db as database
 from twoyes.db import transaction

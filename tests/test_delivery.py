@@ -9,9 +9,6 @@ import email
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -22,21 +19,23 @@ from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from conftest import (
+from hypothesis import example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from support import (
     LINK,
     POLICY,
-    ROOT,
     T0,
+    cli_env,
     deliver,
     free_port,
     links_in,
+    outbox_rows,
+    run_at_once,
     serve_smtp,
     text_of,
     token_of,
 )
-from hypothesis import example, given
-from hypothesis import settings as hypothesis_settings
-from hypothesis import strategies as st
 
 from twoyes import outbox
 from twoyes.db import transaction
@@ -52,13 +51,6 @@ SENDER = "practice@example.org"
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def outbox_rows(db, **where) -> list[dict]:
-    sql = "SELECT * FROM outbox"
-    if where:
-        sql += " WHERE " + " AND ".join(f"{key} = ?" for key in where)
-    return [dict(row) for row in db.conn.execute(sql + " ORDER BY id", list(where.values()))]
 
 
 def row_for(db, address: str) -> dict:
@@ -109,66 +101,6 @@ class Picky:
             return self.answer
         self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
         return "250 OK"
-
-
-def cli_env(settings: dict, **extra: str) -> dict[str, str]:
-    """The environment of a `python cli.py` process using this test's database and server."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("TWOYES")}
-    for key in (
-        "DATABASE",
-        "INSTANCE_PATH",
-        "SECRET_KEY",
-        "BASE_URL",
-        "MAIL_SERVER",
-        "MAIL_PORT",
-        "MAIL_DEFAULT_SENDER",
-    ):
-        environment[f"TWOYES_{key}"] = str(settings[key])
-    environment.update({f"TWOYES_{key}": value for key, value in extra.items()})
-    return environment
-
-
-# Starts the real command line, but only once every process has imported it and is ready:
-# Python's start-up takes longer than a whole run, so plain Popen calls would rarely overlap.
-LAUNCH = """
-import os, sys, time
-sys.argv[0] = "cli.py"
-from twoyes import cli
-open(os.environ["DELIVERY_TEST_READY"], "w").close()
-deadline = time.monotonic() + 60
-while not os.path.exists(os.environ["DELIVERY_TEST_GO"]) and time.monotonic() < deadline:
-    time.sleep(0.001)
-cli.cli()
-"""
-
-
-def run_at_once(commands: list[list[str]], environment: dict[str, str], folder: Path) -> list:
-    """Run every `python cli.py ...` as its own process, all starting in the same instant."""
-    go = folder / "go"
-    processes = []
-    for number, command in enumerate(commands):
-        ready = folder / f"ready-{number}"
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-c", LAUNCH, *command],
-                cwd=ROOT,
-                env=environment | {"DELIVERY_TEST_READY": str(ready), "DELIVERY_TEST_GO": str(go)},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    waited = 0.0
-    while not all((folder / f"ready-{n}").exists() for n in range(len(commands))):
-        assert waited < 60 and all(p.poll() is None for p in processes), "a process did not start"
-        time.sleep(0.005)
-        waited += 0.005
-    go.touch()
-    results = []
-    for process in processes:
-        out, err = process.communicate(timeout=120)
-        results.append((process.returncode, out, err))
-    return results
 
 
 def many_engagements(db, count: int) -> list[int]:

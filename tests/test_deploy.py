@@ -42,7 +42,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from conftest import ROOT, Inbox, free_port, html_of, serve_smtp, text_of, token_of
+from support import ROOT, Inbox, free_port, html_of, serve_smtp, text_of, token_of
 
 from twoyes.settings import SETTINGS
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
+from support import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
 
 from twoyes.engagements import describe_engagement, end_idle_engagements, start_engagement
 from twoyes.members import remove_member

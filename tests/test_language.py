@@ -7,62 +7,27 @@ written the Dutch way in the practice's time zone.
 
 from __future__ import annotations
 
-import re
-import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from babel.messages.pofile import read_po
-from conftest import POLICY, ROOT, T0, deliver, html_of, links_in, text_of, token_of
+from support import (
+    PLACEHOLDER,
+    POLICY,
+    ROOT,
+    T0,
+    catalogue,
+    deliver,
+    english_sentences,
+    html_of,
+    links_in,
+    text_of,
+    token_of,
+)
 
 from twoyes.engagements import start_engagement
 from twoyes.people import add_person
 from twoyes.rounds import record_decision
 from twoyes.sessions import record_session_done
-
-PLACEHOLDER = re.compile(r"%\(\w+\)s")
-
-
-def catalogue(path):
-    with open(path, "rb") as file:
-        return read_po(file)
-
-
-@pytest.fixture(scope="module")
-def extracted(tmp_path_factory):
-    """Every sentence in the code and templates, as `make messages` gathers them."""
-    pot = tmp_path_factory.mktemp("i18n") / "messages.pot"
-    subprocess.run(
-        [
-            str(ROOT / ".venv/bin/pybabel") if (ROOT / ".venv/bin/pybabel").exists() else "pybabel",
-            "extract",
-            "-F",
-            "babel.cfg",
-            "-k",
-            "N_",
-            "--no-location",
-            "--ignore-dirs=.venv tests bench",
-            "-o",
-            str(pot),
-            ".",
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    return catalogue(pot)
-
-
-def english_sentences(extracted) -> list[str]:
-    """The longer English sentences, without placeholders: none may show in a Dutch mail."""
-    sentences = []
-    for message in extracted:
-        if not message.id or len(message.id) < 25:
-            continue
-        for piece in PLACEHOLDER.split(message.id):
-            if len(piece.strip(' .,:;?()"')) >= 25:
-                sentences.append(piece.strip())
-    return sentences
 
 
 def test_every_sentence_has_its_dutch(extracted):

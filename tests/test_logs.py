@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import POLICY, ROOT, T0, deliver, free_port, links_in, token_of
+from support import POLICY, ROOT, T0, deliver, free_port, links_in, token_of
 
 from twoyes.sessions import record_session_done
 from twoyes.web import create_app

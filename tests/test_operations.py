@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import AuthResult
-from conftest import ROOT, Inbox, free_port, serve_smtp
+from support import ROOT, Inbox, free_port, serve_smtp
 
 from twoyes.catalogues import catalogue_problem, stale_catalogues
 from twoyes.settings import SETTINGS

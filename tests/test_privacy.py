@@ -25,13 +25,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import POLICY, ROOT, T0, deliver, dump, links_in, text_of, token_of
+from support import (
+    POLICY,
+    ROOT,
+    T0,
+    decide,
+    deliver,
+    dump,
+    links_in,
+    ok,
+    refused,
+    text_of,
+    token_of,
+)
 
 from twoyes import db as database
 from twoyes.db import SCHEMA_VERSION
 from twoyes.engagements import start_engagement
 from twoyes.retention import purge_delivered_mail
-from twoyes.rounds import record_decision, send_reminders
+from twoyes.rounds import send_reminders
 from twoyes.sessions import record_session_done
 from twoyes.web import create_app
 
@@ -57,24 +69,6 @@ OTHERS = ["Carl Client", CARL, "CARL-NOTE-SECRET", CARL_IP, CARL_AGENT, "BOB-GRO
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def ok(run, *args):
-    result = run(*args)
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result
-
-
-def refused(run, db, *args) -> str:
-    """A command refused with exit status 1 and one line, changing nothing; returns the line."""
-    before = dump(db)
-    result = run(*args)
-    assert result.exit_code == 1, (result.stdout, result.stderr)
-    assert "Traceback" not in result.output
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("Error: ")
-    assert dump(db) == before
-    return line
 
 
 def now_real() -> datetime:
@@ -110,20 +104,6 @@ def latest_token(smtp, address: str, kind: str = "d") -> str:
 
 def tokens_mailed_to(smtp, address: str) -> set[str]:
     return {token_of(link) for message in smtp.to(address) for link in links_in(message)}
-
-
-def coach_decision(db, round_id: int) -> int:
-    return db.conn.execute(
-        "SELECT id FROM decisions WHERE round_id = ? AND role = 'coach'", [round_id]
-    ).fetchone()[0]
-
-
-def client_decision(db, round_id: int, address: str) -> int:
-    return db.conn.execute(
-        "SELECT decisions.id FROM decisions JOIN clients ON clients.id = decisions.client_id"
-        " WHERE round_id = ? AND clients.email = ?",
-        [round_id, address],
-    ).fetchone()[0]
 
 
 def raw_bytes(path: str | Path) -> bytes:
@@ -191,9 +171,7 @@ def history(app, db, client, smtp, people):
         usefulness=8,
         note="ANNA-NOTE-ONE about my manager Marit",
     )
-    record_decision(
-        db, coach_decision(db, first), now_real(), choice="continue", note="BOB-NOTE-ABOUT-ANNA"
-    )
+    decide(db, first, "coach", now_real(), choice="continue", note="BOB-NOTE-ABOUT-ANNA")
     deliver_now(app, db)
 
     _, second = record_session_done(db, solo, now_real(), POLICY)
@@ -239,9 +217,10 @@ def history(app, db, client, smtp, people):
         choice="continue",
         note="CARL-NOTE-SECRET",
     )
-    record_decision(
+    decide(
         db,
-        coach_decision(db, third),
+        third,
+        "coach",
         now_real(),
         choice="stop",
         reason="values",
@@ -597,9 +576,10 @@ def test_retention_anonymises_what_ended_long_ago_on_a_clock_jump(app, run, db, 
     carl_new = start_engagement(db, BOB, [CARL], T0, title="Carl, again")
     for engagement, address in ((anna, ANNA), (carl_old, CARL)):
         _, round_id = record_session_done(db, engagement, T0, POLICY)
-        record_decision(
+        decide(
             db,
-            client_decision(db, round_id, address),
+            round_id,
+            address,
             T0,
             choice="stop",
             reason="on_my_own",

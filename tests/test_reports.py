@@ -6,27 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import POLICY, T0, deliver, text_of
+from support import POLICY, T0, decide, deliver, text_of
 
 from twoyes.engagements import end_idle_engagements, start_engagement
 from twoyes.people import add_person
 from twoyes.reports import decision_rows, practice_report, practice_status
-from twoyes.rounds import close_overdue_rounds, record_decision
+from twoyes.rounds import close_overdue_rounds
 from twoyes.sessions import plan_session, record_session_done
-
-
-def decide(db, round_id, who, now, **values):
-    """`who` is 'coach' or a client's address."""
-    if who == "coach":
-        sql = "SELECT id FROM decisions WHERE round_id = ? AND role = 'coach'"
-        args = [round_id]
-    else:
-        sql = (
-            "SELECT decisions.id FROM decisions JOIN clients ON clients.id = decisions.client_id"
-            " WHERE round_id = ? AND clients.email = ?"
-        )
-        args = [round_id, who]
-    return record_decision(db, db.conn.execute(sql, args).fetchone()[0], now, **values)
 
 
 @pytest.fixture

@@ -5,14 +5,14 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from conftest import POLICY, T0, dump
+from support import POLICY, T0, decide, decision_id, dump, outbox_rows
 
 from twoyes import errors, tokens
 from twoyes.engagements import end_idle_engagements, reopen_engagement, start_engagement
+from twoyes.privacy import forget_client
 from twoyes.rounds import (
     close_overdue_rounds,
     open_due_rounds,
-    record_decision,
     send_reminders,
 )
 from twoyes.sessions import plan_session, record_session_done
@@ -53,22 +53,6 @@ def event_kinds(db, **where):
     if where:
         sql += " WHERE " + " AND ".join(f"{key} = ?" for key in where)
     return [row[0] for row in db.conn.execute(sql + " ORDER BY id", list(where.values()))]
-
-
-def decision_of(db, round_id, who):
-    """The decision id of 'coach' or of the client with this address in a round."""
-    if who == "coach":
-        sql = "SELECT id FROM decisions WHERE round_id = ? AND role = 'coach'"
-        return db.conn.execute(sql, [round_id]).fetchone()[0]
-    sql = (
-        "SELECT decisions.id FROM decisions JOIN clients ON clients.id = decisions.client_id"
-        " WHERE round_id = ? AND clients.email = ?"
-    )
-    return db.conn.execute(sql, [round_id, who]).fetchone()[0]
-
-
-def decide(db, round_id, who, choice, when, **extra):
-    return record_decision(db, decision_of(db, round_id, who), when, choice=choice, **extra)
 
 
 def round_of(db, round_id):
@@ -142,7 +126,7 @@ def test_each_party_gets_its_own_links(db, held):
         address: tokens.get_decision_id(db, context["decide_token"], T0)
         for address, context in mails(db, "decision")
     }
-    assert found == {BOB: decision_of(db, round_id, "coach"), ANNA: decision_of(db, round_id, ANNA)}
+    assert found == {BOB: decision_id(db, round_id, "coach"), ANNA: decision_id(db, round_id, ANNA)}
 
 
 def test_session_done_holds_the_planned_session_and_opens_at_once(db, engagement):
@@ -173,9 +157,9 @@ def test_session_done_without_a_plan_records_a_session_and_opens(db, engagement)
 def test_group_parties_are_the_coach_and_members_active_at_opening(db, group):
     """R1/R5: a member who left in an earlier round is not a party of the next one."""
     _, first = record_session_done(db, group, T0, POLICY)
-    decide(db, first, ANNA, "stop", T0 + HOUR)
-    decide(db, first, CARL, "continue", T0 + HOUR)
-    decide(db, first, "coach", "continue", T0 + HOUR)
+    decide(db, first, ANNA, T0 + HOUR, choice="stop")
+    decide(db, first, CARL, T0 + HOUR, choice="continue")
+    decide(db, first, "coach", T0 + HOUR, choice="continue")
     assert round_of(db, first)["outcome"] == "continue"
     earlier = len(mails(db, "decision"))
 
@@ -192,9 +176,9 @@ def test_group_parties_are_the_coach_and_members_active_at_opening(db, group):
 def test_client_continue_can_become_stop_while_open(db, held):
     """R2: the client first continues, then stops: the round closes as client_stopped."""
     engagement, round_id = held
-    assert decide(db, round_id, ANNA, "continue", T0 + HOUR)["verdict"] is None
+    assert decide(db, round_id, ANNA, T0 + HOUR, choice="continue")["verdict"] is None
 
-    result = decide(db, round_id, ANNA, "stop", T0 + 2 * HOUR, reason="on_my_own")
+    result = decide(db, round_id, ANNA, T0 + 2 * HOUR, choice="stop", reason="on_my_own")
 
     assert result["verdict"].end_reason == "client_stopped"
     assert engagement_of(db, engagement)["end_reason"] == "client_stopped"
@@ -212,20 +196,20 @@ def test_client_continue_can_become_stop_while_open(db, held):
 def test_coach_continue_can_become_stop_while_open(db, held):
     """R2: the coach may change a continue into a stop too."""
     engagement, round_id = held
-    decide(db, round_id, "coach", "continue", T0 + HOUR)
-    decide(db, round_id, "coach", "stop", T0 + 2 * HOUR, reason="cannot_help")
+    decide(db, round_id, "coach", T0 + HOUR, choice="continue")
+    decide(db, round_id, "coach", T0 + 2 * HOUR, choice="stop", reason="cannot_help")
     assert engagement_of(db, engagement)["end_reason"] == "coach_stopped"
 
 
 def test_a_stop_is_final_in_a_group(db, group):
     """R2: a member who stopped cannot take it back while the round is still open."""
     _, round_id = record_session_done(db, group, T0, POLICY)
-    decide(db, round_id, ANNA, "stop", T0 + HOUR)
+    decide(db, round_id, ANNA, T0 + HOUR, choice="stop")
     assert round_of(db, round_id)["status"] == "open"
     before = dump(db)
 
     with pytest.raises(errors.Conflict, match="stop is final"):
-        decide(db, round_id, ANNA, "continue", T0 + 2 * HOUR)
+        decide(db, round_id, ANNA, T0 + 2 * HOUR, choice="continue")
 
     assert dump(db) == before
 
@@ -233,13 +217,13 @@ def test_a_stop_is_final_in_a_group(db, group):
 def test_a_decision_on_a_closed_round_is_a_conflict(db, held):
     """R2: once the client stopped, the round is closed; the coach's later answer is refused."""
     _, round_id = held
-    decide(db, round_id, ANNA, "stop", T0 + HOUR)
+    decide(db, round_id, ANNA, T0 + HOUR, choice="stop")
     before = dump(db)
 
     with pytest.raises(errors.Conflict, match="closed"):
-        decide(db, round_id, "coach", "continue", T0 + 2 * HOUR)
+        decide(db, round_id, "coach", T0 + 2 * HOUR, choice="continue")
     with pytest.raises(errors.Conflict):
-        decide(db, round_id, ANNA, "continue", T0 + 2 * HOUR)
+        decide(db, round_id, ANNA, T0 + 2 * HOUR, choice="continue")
 
     assert dump(db) == before
 
@@ -252,14 +236,45 @@ def test_a_decision_after_the_deadline_does_not_continue(db, held):
     possible only "until" the deadline.
     """
     engagement, round_id = held
-    decide(db, round_id, "coach", "continue", T0 + HOUR)
+    decide(db, round_id, "coach", T0 + HOUR, choice="continue")
     late = T0 + 7 * DAY + HOUR
 
     with pytest.raises(errors.Conflict):
-        decide(db, round_id, ANNA, "continue", late)
+        decide(db, round_id, ANNA, late, choice="continue")
     close_overdue_rounds(db, late)
 
     assert engagement_of(db, engagement)["end_reason"] == "undecided"
+
+
+def test_the_deadline_second_itself_is_late_for_a_decision_and_due_for_the_sweep(db, held):
+    """R4 at the boundary: the deadline is the first second in which silence counts as
+    stop. A continue in the second before it counts; one in the deadline's own second is
+    refused and changes nothing; and close-undecided run in that second ends the
+    engagement `undecided`, while a run a second earlier leaves the round open."""
+    engagement, round_id = held
+    deadline = from_db(round_of(db, round_id)["deadline_at"])
+    second = timedelta(seconds=1)
+    decide(db, round_id, "coach", deadline - second, choice="continue")
+    before = dump(db)
+
+    with pytest.raises(errors.Conflict) as refused:
+        decide(db, round_id, ANNA, deadline, choice="continue")
+    assert "The deadline for this round has passed" in str(refused.value)
+    assert dump(db) == before
+    assert close_overdue_rounds(db, deadline - second) == []
+    assert dump(db) == before
+
+    closed = close_overdue_rounds(db, deadline)
+
+    assert [(row["round_id"], row["outcome"], row["end_reason"]) for row in closed] == [
+        (round_id, "stop", "undecided")
+    ]
+    row = engagement_of(db, engagement)
+    assert (row["status"], row["end_reason"], row["ended_at"]) == (
+        "ended",
+        "undecided",
+        round_of(db, round_id)["deadline_at"],
+    )
 
 
 # R3: individual rounds close on either stop or on two continues
@@ -272,7 +287,7 @@ def test_a_decision_after_the_deadline_does_not_continue(db, held):
 def test_either_stop_closes_and_ends_the_engagement(db, held, who, reason, end_reason):
     """R3: one stop closes the round; the engagement ends with the stopper's reason."""
     engagement, round_id = held
-    result = decide(db, round_id, who, "stop", T0 + HOUR, reason=reason)
+    result = decide(db, round_id, who, T0 + HOUR, choice="stop", reason=reason)
 
     assert result["verdict"].outcome == "stop"
     assert round_of(db, round_id)["status"] == "closed"
@@ -285,10 +300,10 @@ def test_either_stop_closes_and_ends_the_engagement(db, held, who, reason, end_r
 def test_both_continue_closes_and_the_engagement_goes_on(db, held):
     """R3: two continues close the round with continue; the engagement stays active."""
     engagement, round_id = held
-    assert decide(db, round_id, ANNA, "continue", T0 + HOUR)["verdict"] is None
+    assert decide(db, round_id, ANNA, T0 + HOUR, choice="continue")["verdict"] is None
     assert round_of(db, round_id)["status"] == "open"
 
-    result = decide(db, round_id, "coach", "continue", T0 + 2 * HOUR, usefulness=8)
+    result = decide(db, round_id, "coach", T0 + 2 * HOUR, choice="continue", usefulness=8)
 
     assert result["verdict"].outcome == "continue"
     assert round_of(db, round_id)["outcome"] == "continue"
@@ -307,7 +322,7 @@ def test_both_continue_closes_and_the_engagement_goes_on(db, held):
 def test_overdue_round_ends_undecided_even_after_one_continue(db, held, who):
     """R4: past the deadline the silent party counts as stop, whoever said continue."""
     engagement, round_id = held
-    decide(db, round_id, who, "continue", T0 + HOUR)
+    decide(db, round_id, who, T0 + HOUR, choice="continue")
     deadline = from_db(round_of(db, round_id)["deadline_at"])
 
     assert close_overdue_rounds(db, deadline - MINUTE) == []
@@ -344,8 +359,8 @@ def test_closing_overdue_rounds_twice_closes_once(db, held):
 def test_group_deadline_silent_members_leave_and_the_group_goes_on(db, group):
     """R5: at the deadline a silent member leaves; coach and one member continue the group."""
     _, round_id = record_session_done(db, group, T0, POLICY)
-    decide(db, round_id, "coach", "continue", T0 + HOUR)
-    decide(db, round_id, ANNA, "continue", T0 + HOUR)
+    decide(db, round_id, "coach", T0 + HOUR, choice="continue")
+    decide(db, round_id, ANNA, T0 + HOUR, choice="continue")
 
     (closed,) = close_overdue_rounds(db, T0 + 8 * DAY)
 
@@ -361,8 +376,8 @@ def test_group_deadline_silent_members_leave_and_the_group_goes_on(db, group):
 def test_group_deadline_without_the_coach_ends_undecided(db, group):
     """R5: the coach stayed silent: the group ends undecided, even with members continuing."""
     _, round_id = record_session_done(db, group, T0, POLICY)
-    decide(db, round_id, ANNA, "continue", T0 + HOUR)
-    decide(db, round_id, CARL, "continue", T0 + HOUR)
+    decide(db, round_id, ANNA, T0 + HOUR, choice="continue")
+    decide(db, round_id, CARL, T0 + HOUR, choice="continue")
     assert round_of(db, round_id)["status"] == "open"
 
     close_overdue_rounds(db, T0 + 8 * DAY)
@@ -377,14 +392,16 @@ def test_group_member_stop_leaves_while_the_round_stays_open(db, group):
     """R5: Anna's stop makes her 'left'; Carl and the coach decide on and the group continues."""
     _, round_id = record_session_done(db, group, T0, POLICY)
 
-    assert decide(db, round_id, ANNA, "stop", T0 + HOUR, reason="on_my_own")["verdict"] is None
+    assert (
+        decide(db, round_id, ANNA, T0 + HOUR, choice="stop", reason="on_my_own")["verdict"] is None
+    )
     assert member_status(db, group, ANNA) == "left"
     assert member_status(db, group, CARL) == "active"
     assert round_of(db, round_id)["status"] == "open"
     assert "member_left" in event_kinds(db, engagement_id=group)
 
-    decide(db, round_id, CARL, "continue", T0 + 2 * HOUR)
-    result = decide(db, round_id, "coach", "continue", T0 + 3 * HOUR)
+    decide(db, round_id, CARL, T0 + 2 * HOUR, choice="continue")
+    result = decide(db, round_id, "coach", T0 + 3 * HOUR, choice="continue")
 
     assert result["verdict"].outcome == "continue"
     assert engagement_of(db, group)["status"] == "active"
@@ -398,9 +415,9 @@ def test_group_member_stop_leaves_while_the_round_stays_open(db, group):
 def test_group_coach_stop_ends_the_group(db, group):
     """R5/R8: the coach's stop ends the group at once; every party gets one outcome mail."""
     _, round_id = record_session_done(db, group, T0, POLICY)
-    decide(db, round_id, ANNA, "continue", T0 + HOUR)
+    decide(db, round_id, ANNA, T0 + HOUR, choice="continue")
 
-    decide(db, round_id, "coach", "stop", T0 + 2 * HOUR, reason="values")
+    decide(db, round_id, "coach", T0 + 2 * HOUR, choice="stop", reason="values")
 
     assert engagement_of(db, group)["end_reason"] == "coach_stopped"
     assert round_of(db, round_id)["status"] == "closed"
@@ -415,7 +432,7 @@ def test_group_too_few_members_left_ends_at_once(db, people):
     team = start_engagement(db, BOB, [ANNA, CARL], T0, min_members=2)
     _, round_id = record_session_done(db, team, T0, POLICY)
 
-    decide(db, round_id, CARL, "stop", T0 + HOUR)
+    decide(db, round_id, CARL, T0 + HOUR, choice="stop")
 
     assert round_of(db, round_id)["status"] == "closed"
     assert engagement_of(db, team)["end_reason"] == "members_left"
@@ -452,8 +469,8 @@ def test_idle_sweep_twice_ends_and_mails_once(db, engagement):
 def test_idle_counts_from_the_close_of_the_last_round(db, engagement):
     """R6: 60 days are counted from the last round's close, not from the start."""
     _, round_id = record_session_done(db, engagement, T0 + 9 * DAY, POLICY)
-    decide(db, round_id, ANNA, "continue", T0 + 10 * DAY - HOUR)
-    decide(db, round_id, "coach", "continue", T0 + 10 * DAY - HOUR)
+    decide(db, round_id, ANNA, T0 + 10 * DAY - HOUR, choice="continue")
+    decide(db, round_id, "coach", T0 + 10 * DAY - HOUR, choice="continue")
 
     assert end_idle_engagements(db, T0 + 65 * DAY, POLICY) == []
     assert [e["engagement_id"] for e in end_idle_engagements(db, T0 + 71 * DAY, POLICY)] == [
@@ -478,7 +495,7 @@ def test_no_idle_end_with_an_open_round(db, engagement):
 def test_no_idle_end_soon_after_reopening(db, held):
     """R6: a reopened engagement gets another 60 days from its reopening."""
     engagement, round_id = held
-    decide(db, round_id, ANNA, "stop", T0 + HOUR)
+    decide(db, round_id, ANNA, T0 + HOUR, choice="stop")
     reopen_engagement(db, engagement, T0 + 50 * DAY)
 
     assert end_idle_engagements(db, T0 + 70 * DAY, POLICY) == []
@@ -492,7 +509,7 @@ def test_no_idle_end_soon_after_reopening(db, held):
 def test_no_session_on_an_ended_engagement(db, held):
     """R7: planning or recording a session on an ended engagement is a clear Conflict."""
     engagement, round_id = held
-    decide(db, round_id, ANNA, "stop", T0 + HOUR)
+    decide(db, round_id, ANNA, T0 + HOUR, choice="stop")
     before = dump(db)
 
     with pytest.raises(errors.Conflict, match=f"Engagement {engagement} has ended"):
@@ -531,7 +548,7 @@ def test_only_one_planned_session(db, engagement):
 def test_reopen_makes_an_ended_engagement_active(db, held):
     """R7: `engagement reopen` makes it active again, and sessions can be planned again."""
     engagement, round_id = held
-    decide(db, round_id, "coach", "stop", T0 + HOUR)
+    decide(db, round_id, "coach", T0 + HOUR, choice="stop")
 
     reopen_engagement(db, engagement, T0 + 30 * DAY)
 
@@ -542,6 +559,39 @@ def test_reopen_makes_an_ended_engagement_active(db, held):
     assert "engagement_reopened" in event_kinds(db, engagement_id=engagement)
     with pytest.raises(errors.Conflict, match="still active"):
         reopen_engagement(db, engagement, T0 + 30 * DAY)
+
+
+@pytest.mark.parametrize("gone", ["stopped", "forgotten"])
+def test_reopening_a_group_leaves_out_whoever_left_it(db, group, gone):
+    """R5/R7: reopening a group brings the group back, not the members who left it. Carl
+    stopped in the last round (or was forgotten after it ended): he stays `left`, and the
+    next round neither makes him a party nor mails him, not even a reminder."""
+    (carl,) = db.conn.execute("SELECT id FROM clients WHERE email = ?", [CARL]).fetchone()
+    _, first = record_session_done(db, group, T0, POLICY)
+    if gone == "stopped":
+        decide(db, first, CARL, T0 + HOUR, choice="stop", reason="on_my_own")
+    decide(db, first, "coach", T0 + 2 * HOUR, choice="stop", reason="values")
+    if gone == "forgotten":
+        forget_client(db, CARL, T0 + 3 * HOUR)
+    earlier = len(outbox_rows(db))
+
+    reopen_engagement(db, group, T0 + 30 * DAY)
+    _, second = record_session_done(db, group, T0 + 31 * DAY, POLICY)
+    reminder_at = from_db(round_of(db, second)["reminder_at"])
+    assert send_reminders(db, reminder_at) == 2
+
+    status = db.conn.execute(
+        "SELECT status FROM members WHERE engagement_id = ? AND client_id = ?", [group, carl]
+    ).fetchone()[0]
+    assert status == "left"
+    assert parties(db, second) == [ANNA, "coach"]
+    mailed = Counter((row["kind"], row["to_email"]) for row in outbox_rows(db)[earlier:])
+    assert mailed == {
+        ("decision", BOB): 1,
+        ("decision", ANNA): 1,
+        ("reminder", BOB): 1,
+        ("reminder", ANNA): 1,
+    }
 
 
 # R8: outcome mails and welcome-back links
@@ -559,7 +609,7 @@ def test_every_ending_mails_each_party_once(db, held, choices, end_reason):
     """R8: whatever the reason, each party gets one outcome mail; the client a welcome back."""
     engagement, round_id = held
     for who, choice in choices.items():
-        decide(db, round_id, who, choice, T0 + HOUR)
+        decide(db, round_id, who, T0 + HOUR, choice=choice)
     close_overdue_rounds(db, T0 + 8 * DAY)
 
     assert engagement_of(db, engagement)["end_reason"] == end_reason
@@ -574,7 +624,7 @@ def test_welcome_back_link_is_valid_for_365_days(db, held):
     """R8: the client's welcome-back link opens for a year after the ending, not longer."""
     engagement, round_id = held
     ended_at = T0 + HOUR
-    decide(db, round_id, ANNA, "stop", ended_at, reason="on_my_own")
+    decide(db, round_id, ANNA, ended_at, choice="stop", reason="on_my_own")
     token = dict(mails(db, "outcome"))[ANNA]["welcome_back_token"]
     member_id = db.conn.execute(
         "SELECT id FROM members WHERE engagement_id = ?", [engagement]
@@ -593,7 +643,7 @@ def test_welcome_back_link_is_valid_for_365_days(db, held):
 def test_one_reminder_per_undecided_party_at_reminder_time(db, held):
     """R9: at deadline - 2 days each undecided party gets exactly one reminder; none twice."""
     _, round_id = held
-    decide(db, round_id, "coach", "continue", T0 + HOUR)
+    decide(db, round_id, "coach", T0 + HOUR, choice="continue")
     deadline = from_db(round_of(db, round_id)["deadline_at"])
     reminder_time = deadline - timedelta(days=2)
 
@@ -613,7 +663,7 @@ def test_reminder_links_are_fresh_and_the_old_ones_keep_working(db, held):
     send_reminders(db, T0 + 5 * DAY)
     old = dict(mails(db, "decision"))[ANNA]["decide_token"]
     new = dict(mails(db, "reminder"))[ANNA]["decide_token"]
-    anna = decision_of(db, round_id, ANNA)
+    anna = decision_id(db, round_id, ANNA)
 
     assert new != old
     assert tokens.get_decision_id(db, new, T0 + 5 * DAY) == anna
@@ -632,7 +682,7 @@ def test_no_reminder_after_the_deadline(db, held):
 def test_no_reminder_for_a_member_who_left(db, group):
     """R9/R5: a member who stopped and left the group gets no reminder."""
     _, round_id = record_session_done(db, group, T0, POLICY)
-    decide(db, round_id, ANNA, "stop", T0 + HOUR)
+    decide(db, round_id, ANNA, T0 + HOUR, choice="stop")
     send_reminders(db, T0 + 5 * DAY)
     assert recipients(db, "reminder") == {BOB: 1, CARL: 1}
 
@@ -643,8 +693,8 @@ def test_no_reminder_for_a_member_who_left(db, group):
 def test_a_round_from_opening_to_ending_leaves_its_events(db, held):
     """The event log shows the round opening, each decision, the close and the ending."""
     engagement, round_id = held
-    decide(db, round_id, "coach", "continue", T0 + HOUR)
-    decide(db, round_id, ANNA, "stop", T0 + 2 * HOUR, reason="on_my_own")
+    decide(db, round_id, "coach", T0 + HOUR, choice="continue")
+    decide(db, round_id, ANNA, T0 + 2 * HOUR, choice="stop", reason="on_my_own")
 
     assert event_kinds(db, round_id=round_id) == [
         "round_opened",
@@ -699,7 +749,7 @@ def test_bad_decision_values_are_invalid_and_change_nothing(db, held, who, choic
     before = dump(db)
 
     with pytest.raises(errors.Invalid):
-        decide(db, round_id, who, choice, T0 + HOUR, **extra)
+        decide(db, round_id, who, T0 + HOUR, choice=choice, **extra)
 
     assert dump(db) == before
 
@@ -707,8 +757,8 @@ def test_bad_decision_values_are_invalid_and_change_nothing(db, held, who, choic
 def test_a_note_of_2000_characters_is_kept(db, held):
     """The limit is 2,000 characters: exactly that many is fine and stored whole."""
     _, round_id = held
-    decide(db, round_id, ANNA, "continue", T0 + HOUR, note="x" * 2000, usefulness=10)
+    decide(db, round_id, ANNA, T0 + HOUR, choice="continue", note="x" * 2000, usefulness=10)
     row = db.conn.execute(
-        "SELECT note, usefulness FROM decisions WHERE id = ?", [decision_of(db, round_id, ANNA)]
+        "SELECT note, usefulness FROM decisions WHERE id = ?", [decision_id(db, round_id, ANNA)]
     ).fetchone()
     assert (len(row["note"]), row["usefulness"]) == (2000, 10)

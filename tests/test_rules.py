@@ -1,7 +1,5 @@
 """The pure rules: judge_round (R3, R4, R5), check_decision and Policy, on plain values."""
 
-import dataclasses
-
 import pytest
 
 from twoyes.rules import NOTE_MAX, Policy, Verdict, check_decision, judge_round
@@ -234,10 +232,3 @@ def test_policy_refuses_limits_that_are_not_finite_numbers(limits):
     not found out as a traceback when the first round opens or the first idle sweep runs."""
     with pytest.raises(ValueError, match="DAYS"):
         Policy(**limits)
-
-
-def test_policy_cannot_be_changed_after_it_was_checked():
-    """The policy is frozen, so a checked value cannot be replaced by an unchecked one."""
-    policy = Policy()
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        policy.decision_days = 0

@@ -1,6 +1,6 @@
 """The walk-through of the README, end to end over real SMTP: one round, both continue."""
 
-from conftest import POLICY, T0, deliver, links_in, text_of, token_of
+from support import POLICY, T0, deliver, links_in, text_of, token_of
 
 from twoyes.sessions import record_session_done
 

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
+from support import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
 
 from twoyes.engagements import start_engagement
-from twoyes.rounds import send_reminders
+from twoyes.rounds import close_overdue_rounds, send_reminders
 from twoyes.sessions import record_session_done
 from twoyes.times import to_db
 from twoyes.web import create_app
@@ -602,6 +602,37 @@ def test_a_continue_after_the_deadline_does_not_count(app, db, client, smtp, eng
     assert dump(db) == before
 
 
+def test_a_post_in_the_deadline_second_itself_does_not_count(app, db, client, smtp, engagement):
+    """R4 at the boundary, on the web's real clock: a continue posted within the very second
+    of the deadline is refused (409) and changes nothing, the page says the deadline has
+    passed, and close-undecided in that second ends the engagement undecided."""
+    tokens = open_round(app, db, smtp, engagement)
+    form = form_of(client, f"/d/{tokens[ANNA]}") | {"choice": "continue"}
+    for _attempt in range(5):  # until both requests fall within the deadline's own second
+        deadline = datetime.fromtimestamp(int(time.time()) + 1, UTC)
+        db.conn.execute(
+            "UPDATE rounds SET deadline_at = ? WHERE engagement_id = ?",
+            [to_db(deadline), engagement],
+        )
+        before = dump(db)
+        while time.time() < deadline.timestamp():
+            time.sleep(0.002)
+        answer = client.post(f"/d/{tokens[ANNA]}", data=form)
+        page = client.get(f"/d/{tokens[ANNA]}")
+        if time.time() < deadline.timestamp() + 1:
+            break
+    else:
+        pytest.fail("the machine was too slow to post and look within one second, five times")
+
+    assert answer.status_code == 409, answer.text
+    assert "The deadline for this round has passed" in text(answer)
+    assert "The deadline has passed" in text(page)
+    assert dump(db) == before
+    closed = close_overdue_rounds(db, deadline)
+    assert [(row["outcome"], row["end_reason"]) for row in closed] == [("stop", "undecided")]
+    assert decision_row(db, ANNA)["choice"] is None
+
+
 # --- tokens that do not open ----------------------------------------------------------------
 
 
@@ -758,6 +789,7 @@ def test_scanners_opening_every_link_of_every_mail_change_nothing(
 # --- the human-POST rule --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_post_sooner_than_min_decision_seconds_is_not_recorded_but_later_is(
     settings, db, smtp, engagement
 ):
@@ -784,6 +816,7 @@ def test_a_post_sooner_than_min_decision_seconds_is_not_recorded_but_later_is(
     assert decision_row(db, ANNA)["choice"] == "continue"
 
 
+@pytest.mark.slow
 def test_a_post_2_3_seconds_after_the_page_is_not_recorded_when_3_are_asked(
     settings, db, smtp, engagement
 ):

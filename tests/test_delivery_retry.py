@@ -1,0 +1,114 @@
+"""A mail the SMTP server did not accept waits for the retry with its links, and is not sent.
+
+The server is a real aiosmtpd one on 127.0.0.1 that, for one run, answers a 4xx at MAIL,
+RCPT or DATA, or hangs up there instead of answering; the next run it accepts. Whatever
+the failure, until the server said 250 to the data there is no `mail_sent` event, the mail
+is queued again with the same tokens, and the links of the retried mail open their page.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from support import POLICY, T0, Inbox, deliver, links_in, outbox_rows, serve_smtp, token_of
+
+from twoyes.sessions import record_session_done
+from twoyes.times import from_db
+
+TRY_LATER = "451 4.3.0 Please try again later"
+
+
+class Faltering(Inbox):
+    """Accepts like Inbox, except while `fault` is set: then it answers TRY_LATER at
+    `fault`'s stage ('MAIL', 'RCPT' or 'DATA') of every mail, or with `hang_up` it closes
+    the connection at that stage without a word."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fault: str | None = None
+        self.hang_up = False
+
+    def falters(self, server, stage: str) -> str | None:
+        """The answer at this stage: None to go on as usual."""
+        if self.fault != stage:
+            return None
+        if self.hang_up:
+            server.transport.close()
+        return TRY_LATER
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        if answer := self.falters(server, "MAIL"):
+            return answer
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if answer := self.falters(server, "RCPT"):
+            return answer
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if answer := self.falters(server, "DATA"):
+            return answer
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def smtp():
+    """This module's SMTP server, for the app of the `settings` fixture."""
+    with serve_smtp(Faltering()) as server:
+        yield server
+
+
+def mails_sent(db) -> list[int]:
+    """The mail ids of the `mail_sent` events, in order."""
+    rows = db.conn.execute("SELECT detail FROM events WHERE kind = 'mail_sent' ORDER BY id")
+    return [json.loads(detail)["mail_id"] for (detail,) in rows]
+
+
+@pytest.mark.parametrize(
+    ("stage", "hang_up"),
+    [("MAIL", False), ("RCPT", False), ("DATA", False), ("RCPT", True), ("DATA", True)],
+    ids=["451-at-MAIL", "451-at-RCPT", "451-at-DATA", "hang-up-at-RCPT", "hang-up-at-DATA"],
+)
+def test_a_mail_the_server_did_not_accept_keeps_its_links_and_is_not_sent(
+    app, db, client, engagement, smtp, stage, hang_up
+):
+    record_session_done(db, engagement, T0, POLICY)
+    queued = {row["id"]: json.loads(row["context"]) for row in outbox_rows(db)}
+    tokens = {mail_id: context["decide_token"] for mail_id, context in queued.items()}
+    assert len(tokens) == 2, "a decision mail for Bob and one for Anna"
+    smtp.fault, smtp.hang_up = stage, hang_up
+    tried_at = T0 + timedelta(minutes=1)
+
+    report = deliver(app, db, now=tried_at)
+
+    assert (report.sent, report.retrying, report.failed, report.waiting) == (0, 2, 0, 2)
+    assert smtp.messages == []
+    assert mails_sent(db) == []
+    for row in outbox_rows(db):
+        assert (row["status"], row["attempts"], row["sent_at"]) == ("queued", 1, None)
+        assert from_db(row["next_attempt_at"]) > tried_at
+        assert ("451" in row["last_error"]) != hang_up, row["last_error"]
+        assert json.loads(row["context"]) == queued[row["id"]], "the links wait with the mail"
+    for token in tokens.values():
+        assert client.get(f"/d/{token}").status_code == 200
+
+    smtp.fault = None
+    retry_at = max(from_db(row["next_attempt_at"]) for row in outbox_rows(db))
+    report = deliver(app, db, now=retry_at)
+
+    assert (report.sent, report.retrying, report.waiting) == (2, 0, 0)
+    assert sorted(mails_sent(db)) == sorted(tokens)
+    mailed = {token_of(link) for message in smtp.messages for link in links_in(message)}
+    assert mailed == set(tokens.values())
+    for token in mailed:
+        assert client.get(f"/d/{token}").status_code == 200
+    for row in outbox_rows(db):
+        assert (row["status"], row["attempts"]) == ("sent", 2)
+        assert "decide_token" not in json.loads(row["context"]), "wiped once delivered"
