@@ -31,8 +31,9 @@ from twoyes.outbox import without_links
 from twoyes.people import get_person_by_email
 from twoyes.times import to_db
 
-# SQL here is built only from this module's constant fragments (MINE, a subquery of
-# rounds); values always go in as parameters. Bandit's B608 is silenced on those lines.
+# SQL here is built only from this module's constant fragments (MINE, and the WHERE
+# clauses its callers pass to erase_addresses_from_log); values always go in as
+# parameters. Bandit's B608 is silenced on those lines.
 FORGOTTEN_NAME = "Forgotten client"
 
 

@@ -20,8 +20,11 @@ from twoyes.rules import Policy
 from twoyes.times import from_db, to_db
 
 
-def coach_filter(db: sqlite_utils.Database, coach_email: str | None) -> int | None:
-    """The coach's id for --coach, or None for the whole practice (NotFound when unknown)."""
+def get_coach_id(db: sqlite_utils.Database, coach_email: str | None) -> int | None:
+    """The id of the coach with this address (NotFound when unknown), or None without one.
+
+    None asks a report about the whole practice: each query's `:coach IS NULL`.
+    """
     return get_person_by_email(db, "coach", coach_email)["id"] if coach_email else None
 
 

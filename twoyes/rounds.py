@@ -20,7 +20,7 @@ from twoyes.events import log_event
 from twoyes.mails import queue_decision_mail, queue_outcome_mails
 from twoyes.parties import parties_of_round
 from twoyes.rules import Policy, Verdict, check_decision, judge_round
-from twoyes.times import later, to_db
+from twoyes.times import db_time_after, to_db
 
 # Overdue rounds closed per transaction (TWOYES_SWEEP_BATCH). Larger batches rewrite the
 # random-keyed index pages (token hashes) fewer times; 5,000 holds the write lock for about
@@ -44,8 +44,8 @@ def open_round(db: sqlite_utils.Database, session_id: int, now: datetime, policy
                 session_id,
                 engagement["id"],
                 to_db(now),
-                later(now, days=deadline_days),
-                later(now, days=deadline_days - policy.reminder_days),
+                db_time_after(now, days=deadline_days),
+                db_time_after(now, days=deadline_days - policy.reminder_days),
             ],
         ).lastrowid
         db.conn.execute("INSERT INTO decisions (round_id, role) VALUES (?, 'coach')", [round_id])
