@@ -47,7 +47,7 @@ def queue_decision_mail(
 
 
 def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
-    """R8: one mail to every party of what `engagements.stage_endings` put in `temp.ending`.
+    """R8: one mail to every party of what `endings.end_engagements` put in `temp.ending`.
 
     The parties are the closing round's (or, without a round, the coach and
     the active members). Each client whose engagement ends, or who left a
@@ -68,7 +68,6 @@ def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
     )
     db.conn.execute(QUEUE_OUTCOME_MAILS, {"at": to_db(now), "low": LOW_USEFULNESS})
     db.conn.execute("DELETE FROM temp.links")  # raw links stay only in the outbox
-    db.conn.execute("DELETE FROM temp.ending")  # mailed: a later call must stage its own
 
 
 # Every party of what is ending, with what its mail needs. Each CROSS JOIN keeps its order:

@@ -14,10 +14,11 @@ from datetime import datetime
 import sqlite_utils
 
 from twoyes.db import transaction
-from twoyes.engagements import end_staged_engagements, get_engagement, stage_endings
+from twoyes.endings import end_engagements, ending
+from twoyes.engagements import get_engagement
 from twoyes.errors import N_, Conflict, Invalid, NotFound
 from twoyes.events import log_event
-from twoyes.mails import queue_decision_mail, queue_outcome_mails
+from twoyes.mails import queue_decision_mail
 from twoyes.parties import parties_of_round
 from twoyes.rules import Policy, Verdict, check_decision, judge_round
 from twoyes.times import db_time_after, to_db
@@ -244,26 +245,6 @@ def close_rounds(
 
     The caller holds the write lock and has just seen these rounds open.
     """
-    if not rounds:
-        return
-    stage_endings(
-        db,
-        [
-            {
-                "engagement_id": round_["engagement_id"],
-                "round_id": round_["id"],
-                "outcome": verdicts[round_["id"]].outcome,
-                "end_reason": verdicts[round_["id"]].end_reason,
-            }
-            for round_ in rounds
-        ],
-    )
-    at = {"at": to_db(now)}
-    db.conn.execute(
-        "UPDATE rounds SET status = 'closed', outcome = ending.outcome, closed_at = :at"
-        " FROM temp.ending WHERE rounds.id = ending.round_id AND rounds.status = 'open'",
-        at,
-    )
     for round_ in rounds:
         engagement_id = round_["engagement_id"]
         for client_id in verdicts[round_["id"]].leaving:
@@ -272,15 +253,19 @@ def close_rounds(
                 [engagement_id, client_id],
             ).fetchone()[0]
             leave_group(db, member_id, engagement_id, now)
-    end_staged_engagements(db, now)
-    db.conn.execute(
-        "INSERT INTO events (at, kind, engagement_id, round_id, detail)"
-        " SELECT :at, 'round_closed', engagement_id, round_id,"
-        " json_object('end_reason', end_reason, 'outcome', outcome)"
-        " FROM temp.ending ORDER BY round_id",
-        at,
+    end_engagements(
+        db,
+        now,
+        [
+            ending(
+                round_["engagement_id"],
+                round_id=round_["id"],
+                outcome=verdicts[round_["id"]].outcome,
+                end_reason=verdicts[round_["id"]].end_reason,
+            )
+            for round_ in rounds
+        ],
     )
-    queue_outcome_mails(db, now)
 
 
 def close_overdue_rounds(
