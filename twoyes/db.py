@@ -164,13 +164,21 @@ def init_db(db: sqlite_utils.Database) -> tuple[int, int, bool]:
     db.conn.execute("PRAGMA foreign_keys = OFF")
     try:
         with transaction(db):
+            # executescript would commit our transaction; run statement by statement.
+            statements = split_statements(SCHEMA.read_text())
+            # schema.sql's views go first (it makes them again at its end), so that none
+            # stands in the way of an upgrade that rebuilds a table it reads: renaming
+            # the new table into place checks every view in the schema.
+            drops = [sql for sql in statements if sql.startswith("DROP VIEW IF EXISTS")]
+            for statement in drops:
+                db.conn.execute(statement)
             # A new database gets schema.sql alone; an older one its upgrades first.
             for version in upgrades:
                 for statement in UPGRADES[version]:
                     db.conn.execute(statement)
-            # executescript would commit our transaction; run statement by statement.
-            for statement in split_statements(SCHEMA.read_text()):
-                db.conn.execute(statement)
+            for statement in statements:
+                if statement not in drops:
+                    db.conn.execute(statement)
             if upgrades:
                 broken = db.conn.execute("PRAGMA foreign_key_check").fetchall()
                 if broken:
