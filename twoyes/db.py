@@ -37,7 +37,9 @@ UPGRADES: dict[int, list[str]] = {
         "DROP TRIGGER IF EXISTS events_no_update",
     ],
     # version 3: a token may open a coach's overview (purpose 'coach_view', coach_id).
-    # SQLite cannot change a CHECK constraint in place, so the table is rebuilt.
+    # SQLite cannot change a CHECK constraint in place, so the table is rebuilt by hand:
+    # sqlite-utils' table.transform() keeps the old CHECKs (it has no way to change one)
+    # and would make the table a rowid one, losing WITHOUT ROWID.
     3: [
         # A database from before version 1 may have no tokens table at all.
         "CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, purpose TEXT NOT NULL,"
@@ -148,9 +150,7 @@ def init_db(db: sqlite_utils.Database) -> tuple[int, int, bool]:
     Returns the schema version before and after, and whether the database was new.
     """
     before = schema_version(db)
-    created = not db.conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-    ).fetchone()
+    created = not [name for name in db.table_names() if not name.startswith("sqlite_")]
     if before > SCHEMA_VERSION:
         raise Conflict(
             f"The database has schema version {before}, newer than this twoyes "
