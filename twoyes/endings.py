@@ -16,6 +16,7 @@ empties it again whatever happens, so no call ever sees another's rows.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlite_utils
 
@@ -66,24 +67,18 @@ FROM temp.ending WHERE round_id IS NOT NULL ORDER BY round_id
 """
 
 
-def ending(
-    engagement_id: int,
-    *,
-    round_id: int | None = None,
-    outcome: str = "stop",
-    end_reason: str | None = None,
-) -> dict:
-    """One row for `end_engagements`: a round that closes (or none), and what it comes to."""
-    return {
-        "engagement_id": engagement_id,
-        "round_id": round_id,
-        "outcome": outcome,
-        "end_reason": end_reason,
-    }
+class Ending(NamedTuple):
+    """What ends: an engagement, the round that closes (None when none does), the round's
+    outcome, and the end reason the engagement gets if that outcome is stop."""
+
+    engagement_id: int
+    round_id: int | None = None
+    outcome: str = "stop"
+    end_reason: str | None = None
 
 
 def end_engagements(
-    db: sqlite_utils.Database, now: datetime, endings: list[dict], *, mail: bool = True
+    db: sqlite_utils.Database, now: datetime, endings: list[Ending], *, mail: bool = True
 ) -> int:
     """Close each ending's round, end each engagement it stops, and mail every party (R8).
 
@@ -103,10 +98,7 @@ def end_engagements(
     with transaction(db):
         db.conn.execute(CREATE_ENDING)
         try:
-            db.conn.executemany(
-                "INSERT INTO temp.ending VALUES (:engagement_id, :round_id, :outcome, :end_reason)",
-                endings,
-            )
+            db.conn.executemany("INSERT INTO temp.ending VALUES (?, ?, ?, ?)", endings)
             db.conn.execute(CLOSE_ROUNDS, at)
             db.conn.execute(LOG_ENGAGEMENTS_ENDED, at)
             ended = db.conn.execute(END_ENGAGEMENTS, at).rowcount

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import sqlite_utils
 
 from twoyes.db import transaction
-from twoyes.endings import end_engagements, ending
+from twoyes.endings import Ending, end_engagements
 from twoyes.errors import Conflict, Invalid, NotFound
 from twoyes.events import log_event
 from twoyes.people import get_person_by_email
@@ -198,6 +198,6 @@ def end_idle_engagements(db: sqlite_utils.Database, now: datetime, policy: Polic
                 IDLE_SQL + " AND id = :id", {"cutoff": cutoff, "id": engagement_id}
             ).fetchone():
                 continue
-            end_engagements(db, now, [ending(engagement_id, end_reason="idle")])
+            end_engagements(db, now, [Ending(engagement_id, end_reason="idle")])
         ended.append({"engagement_id": engagement_id, "end_reason": "idle"})
     return ended

@@ -23,7 +23,7 @@ from typing import Any
 import sqlite_utils
 
 from twoyes.db import transaction
-from twoyes.endings import end_engagements, ending
+from twoyes.endings import Ending, end_engagements
 from twoyes.errors import NotFound
 from twoyes.events import log_event
 from twoyes.members import remove_member
@@ -235,12 +235,10 @@ def _end_participation(db: sqlite_utils.Database, client: dict, now: datetime) -
                 [engagement_id],
             )
         # R3, as if they stopped: the open round closes with stop. Nobody is mailed in their name.
-        stop = ending(
-            engagement_id,
-            round_id=open_round["id"] if open_round else None,
-            end_reason="client_stopped",
+        round_id = open_round["id"] if open_round else None
+        end_engagements(
+            db, now, [Ending(engagement_id, round_id, "stop", "client_stopped")], mail=False
         )
-        end_engagements(db, now, [stop], mail=False)
     return [row[0] for row in rows]
 
 

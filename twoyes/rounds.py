@@ -14,7 +14,7 @@ from datetime import datetime
 import sqlite_utils
 
 from twoyes.db import transaction
-from twoyes.endings import end_engagements, ending
+from twoyes.endings import Ending, end_engagements
 from twoyes.engagements import get_engagement
 from twoyes.errors import N_, Conflict, Invalid, NotFound
 from twoyes.events import log_event
@@ -247,29 +247,20 @@ def close_rounds(
 ) -> None:
     """Close each round once, carry out its verdict and mail every party its outcome (R8).
 
+    The members a verdict lets go leave first, so that their mail says so.
     The caller holds the write lock and has just seen these rounds open.
     """
+    endings = []
     for round_ in rounds:
-        engagement_id = round_["engagement_id"]
-        for client_id in verdicts[round_["id"]].leaving:
+        engagement_id, verdict = round_["engagement_id"], verdicts[round_["id"]]
+        for client_id in verdict.leaving:
             member_id = db.conn.execute(
                 "SELECT id FROM members WHERE engagement_id = ? AND client_id = ?",
                 [engagement_id, client_id],
             ).fetchone()[0]
             leave_group(db, member_id, engagement_id, now)
-    end_engagements(
-        db,
-        now,
-        [
-            ending(
-                round_["engagement_id"],
-                round_id=round_["id"],
-                outcome=verdicts[round_["id"]].outcome,
-                end_reason=verdicts[round_["id"]].end_reason,
-            )
-            for round_ in rounds
-        ],
-    )
+        endings.append(Ending(engagement_id, round_["id"], verdict.outcome, verdict.end_reason))
+    end_engagements(db, now, endings)
 
 
 def close_overdue_rounds(
