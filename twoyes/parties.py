@@ -30,7 +30,9 @@ def parties_of_rounds(db: sqlite_utils.Database, round_ids: list[int]) -> list[d
 # What a mail to each party says besides their own facts: the round's clients, and
 # whether this is the engagement's first round.
 PARTIES_OF_ROUNDS = """
-SELECT round_parties.*,
+SELECT id, round_id, role, client_id, choice, reason, usefulness, note, decided_at, reminded_at,
+       engagement_id, deadline_at, opened_at, session_at, title, kind, coach_name, coach_email,
+       coach_lang, name, email, lang, member_id, member_status,
        (SELECT group_concat(named.name, ', ') FROM decisions AS others
           JOIN clients AS named ON named.id = others.client_id
          WHERE others.round_id = round_parties.round_id) AS client_names,
@@ -83,9 +85,13 @@ def describe_party(
 
 # Every party of one decision's round with what its page shows, in one query (a page
 # is opened far more often than a mail is written, so none of parties_of_rounds'
-# per-party subqueries for mails).
+# per-party subqueries for mails, and only the view's columns it uses: all of them made
+# the query take half as long again).
 PAGE_PARTIES = """
-SELECT * FROM round_parties
+SELECT id, round_id, role, client_id, choice, reason, usefulness, note, decided_at, reminded_at,
+       engagement_id, deadline_at, round_status, outcome, closed_at, session_at, title, kind,
+       end_reason, engagement_status, coach_name, name, lang, member_id, member_status
+FROM round_parties
 WHERE round_id = (SELECT round_id FROM decisions WHERE id = ?)
 ORDER BY role = 'client', id
 """
