@@ -1,8 +1,10 @@
 -- twoyes schema, version 3.
 --
--- The one source of the schema: `python cli.py init` runs this file on every
--- call (each statement is IF NOT EXISTS, so it is safe to repeat) and then
--- applies the numbered upgrades in db.py up to PRAGMA user_version.
+-- The one source of the schema: `python cli.py init` applies the numbered
+-- upgrades in db.py up to PRAGMA user_version, then runs this file on every
+-- call: each table, index and trigger is IF NOT EXISTS, so it is safe to
+-- repeat, and each view is dropped and made again, so a changed one reaches
+-- every database.
 --
 -- Every instant is UTC text in ISO 8601 with seconds and offset
 -- ("2026-11-27T09:00:00+00:00"), so text order is time order.
@@ -188,3 +190,56 @@ CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN
     SELECT RAISE(ABORT, 'the event log is append-only');
 END;
+
+-- Views: joins the code would otherwise write out again and again. They hold
+-- no data; `init` drops and makes each one again, so they stay last, after
+-- everything they read. tests/test_schema.py checks that the queries over them
+-- still reach their rows through the indexes above.
+
+-- Every party of a round (one row per decision: the coach, and each member
+-- asked) with what mails, pages and reports say about them: the round, its
+-- session, the engagement and its coach, and for a client their name and
+-- membership. `name`, `email` and `lang` are the party's own, coach or client.
+-- Filter on `id` or `round_id` (`round_id IN (SELECT ...)` for many rounds):
+-- then SQLite starts from decisions' index, never from a scan of rounds.
+DROP VIEW IF EXISTS round_parties;
+CREATE VIEW round_parties AS
+SELECT decisions.id, decisions.round_id, decisions.role, decisions.client_id,
+       decisions.choice, decisions.reason, decisions.usefulness, decisions.note,
+       decisions.decided_at, decisions.reminded_at,
+       rounds.engagement_id, rounds.session_id, rounds.status AS round_status,
+       rounds.opened_at, rounds.deadline_at, rounds.reminder_at, rounds.closed_at,
+       rounds.outcome, sessions.starts_at AS session_at,
+       engagements.coach_id, engagements.title, engagements.kind, engagements.min_members,
+       engagements.status AS engagement_status, engagements.end_reason,
+       coaches.name AS coach_name, coaches.email AS coach_email, coaches.lang AS coach_lang,
+       clients.name AS client_name, clients.email AS client_email,
+       coalesce(clients.name, coaches.name) AS name,
+       coalesce(clients.email, coaches.email) AS email,
+       coalesce(clients.lang, coaches.lang) AS lang,
+       members.id AS member_id, members.status AS member_status
+FROM decisions
+JOIN rounds ON rounds.id = decisions.round_id
+JOIN sessions ON sessions.id = rounds.session_id
+JOIN engagements ON engagements.id = rounds.engagement_id
+JOIN coaches ON coaches.id = engagements.coach_id
+LEFT JOIN clients ON clients.id = decisions.client_id
+LEFT JOIN members ON members.engagement_id = rounds.engagement_id
+                 AND members.client_id = decisions.client_id;
+
+-- R6: the active engagements with nothing open or planned, and when each last
+-- saw something happen (its start, its reopening or its last closed round).
+-- The idle rule ends those whose last activity is IDLE_DAYS ago; `status`
+-- shows those drifting towards it.
+DROP VIEW IF EXISTS resting_engagements;
+CREATE VIEW resting_engagements AS
+SELECT engagements.*,
+       max(engagements.started_at, coalesce(engagements.reopened_at, ''),
+           coalesce((SELECT max(rounds.closed_at) FROM rounds
+                      WHERE rounds.engagement_id = engagements.id), '')) AS last_activity
+FROM engagements
+WHERE engagements.status = 'active'
+  AND NOT EXISTS (SELECT 1 FROM rounds WHERE rounds.engagement_id = engagements.id
+                    AND rounds.status = 'open')
+  AND NOT EXISTS (SELECT 1 FROM sessions WHERE sessions.engagement_id = engagements.id
+                    AND sessions.status = 'planned');

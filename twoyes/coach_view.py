@@ -19,7 +19,7 @@ from twoyes.errors import NotFound
 from twoyes.events import log_event
 from twoyes.parties import parties_of_rounds
 from twoyes.people import get_person_by_email
-from twoyes.times import later, to_db
+from twoyes.times import db_time_after, to_db
 from twoyes.tokens import COACH_VIEW_HOURS, new_coach_view_token
 
 # The overview shows engagements ended, and the report, over the last 12 months.
@@ -36,7 +36,7 @@ def make_coach_link(db: sqlite_utils.Database, coach_email: str, now: datetime) 
     return {
         "token": token,
         "coach": {"name": coach["name"], "email": coach["email"]},
-        "expires_at": later(now, seconds=COACH_VIEW_HOURS * 3600),
+        "expires_at": db_time_after(now, seconds=COACH_VIEW_HOURS * 3600),
     }
 
 

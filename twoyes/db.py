@@ -37,7 +37,9 @@ UPGRADES: dict[int, list[str]] = {
         "DROP TRIGGER IF EXISTS events_no_update",
     ],
     # version 3: a token may open a coach's overview (purpose 'coach_view', coach_id).
-    # SQLite cannot change a CHECK constraint in place, so the table is rebuilt.
+    # SQLite cannot change a CHECK constraint in place, so the table is rebuilt by hand:
+    # sqlite-utils' table.transform() keeps the old CHECKs (it has no way to change one)
+    # and would make the table a rowid one, losing WITHOUT ROWID.
     3: [
         # A database from before version 1 may have no tokens table at all.
         "CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, purpose TEXT NOT NULL,"
@@ -148,9 +150,7 @@ def init_db(db: sqlite_utils.Database) -> tuple[int, int, bool]:
     Returns the schema version before and after, and whether the database was new.
     """
     before = schema_version(db)
-    created = not db.conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-    ).fetchone()
+    created = not [name for name in db.table_names() if not name.startswith("sqlite_")]
     if before > SCHEMA_VERSION:
         raise Conflict(
             f"The database has schema version {before}, newer than this twoyes "
@@ -164,13 +164,21 @@ def init_db(db: sqlite_utils.Database) -> tuple[int, int, bool]:
     db.conn.execute("PRAGMA foreign_keys = OFF")
     try:
         with transaction(db):
+            # executescript would commit our transaction; run statement by statement.
+            statements = split_statements(SCHEMA.read_text())
+            # schema.sql's views go first (it makes them again at its end), so that none
+            # stands in the way of an upgrade that rebuilds a table it reads: renaming
+            # the new table into place checks every view in the schema.
+            drops = [sql for sql in statements if sql.startswith("DROP VIEW IF EXISTS")]
+            for statement in drops:
+                db.conn.execute(statement)
             # A new database gets schema.sql alone; an older one its upgrades first.
             for version in upgrades:
                 for statement in UPGRADES[version]:
                     db.conn.execute(statement)
-            # executescript would commit our transaction; run statement by statement.
-            for statement in split_statements(SCHEMA.read_text()):
-                db.conn.execute(statement)
+            for statement in statements:
+                if statement not in drops:
+                    db.conn.execute(statement)
             if upgrades:
                 broken = db.conn.execute("PRAGMA foreign_key_check").fetchall()
                 if broken:

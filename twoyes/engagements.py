@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 import sqlite_utils
 
 from twoyes.db import transaction
+from twoyes.endings import Ending, end_engagements
 from twoyes.errors import Conflict, Invalid, NotFound
 from twoyes.events import log_event
-from twoyes.mails import queue_outcome_mails
 from twoyes.people import get_person_by_email
 from twoyes.rules import Policy
 from twoyes.times import to_db
@@ -177,86 +177,13 @@ def reopen_engagement(db: sqlite_utils.Database, engagement_id: int, now: dateti
         log_event(db, "engagement_reopened", now, engagement_id=engagement_id)
 
 
-def end_engagement(
-    db: sqlite_utils.Database, engagement_id: int, reason: str, now: datetime
-) -> bool:
-    """Mark an active engagement ended; False when another run ended it first."""
-    stage_endings(db, [stop_without_round(engagement_id, reason)])
-    ended = end_staged_engagements(db, now)
-    db.conn.execute("DELETE FROM temp.ending")  # no mails here: nothing staged stays behind
-    return bool(ended)
-
-
-def stop_without_round(engagement_id: int, reason: str) -> dict:
-    """An ending for `stage_endings` that closes no round (idle, a client forgotten)."""
-    return {
-        "engagement_id": engagement_id,
-        "round_id": None,
-        "outcome": "stop",
-        "end_reason": reason,
-    }
-
-
-def stage_endings(db: sqlite_utils.Database, endings: list[dict]) -> None:
-    """Put what ends in this transaction in `temp.ending`, for set-based statements to carry out.
-
-    Each ending has an `engagement_id`, the `round_id` that closes (None when
-    no round does), its `outcome` and `end_reason`. The deadline sweep ends
-    thousands of engagements at once: one statement each for the engagements,
-    their events and their mails is what keeps it close to bare SQL (bench/).
-    """
-    db.conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS ending (engagement_id INTEGER PRIMARY KEY,"
-        " round_id INTEGER UNIQUE, outcome TEXT NOT NULL, end_reason TEXT)"
-    )
-    db.conn.execute("DELETE FROM temp.ending")
-    db.conn.executemany(
-        "INSERT INTO temp.ending VALUES (:engagement_id, :round_id, :outcome, :end_reason)",
-        endings,
-    )
-
-
-def end_staged_engagements(db: sqlite_utils.Database, now: datetime) -> int:
-    """End each staged engagement whose outcome is stop and that is still active; how many.
-
-    The caller holds the write lock, so what is active for the event is active for the update.
-    """
-    at = {"at": to_db(now)}
-    db.conn.execute(
-        """
-        INSERT INTO events (at, kind, engagement_id, detail)
-        SELECT :at, 'engagement_ended', engagements.id, json_object('reason', ending.end_reason)
-        FROM temp.ending CROSS JOIN engagements ON engagements.id = ending.engagement_id
-        WHERE ending.outcome = 'stop' AND engagements.status = 'active'
-        ORDER BY engagements.id
-        """,
-        at,
-    )
-    return db.conn.execute(
-        """
-        UPDATE engagements SET status = 'ended', end_reason = ending.end_reason, ended_at = :at
-        FROM temp.ending
-        WHERE engagements.id = ending.engagement_id AND ending.outcome = 'stop'
-          AND engagements.status = 'active'
-        """,
-        at,
-    ).rowcount
-
-
+# R6, over the view in schema.sql. The start and reopening are tested apart from
+# last_activity, which holds them too: SQLite runs tests without a subquery before those
+# with one, and most engagements started or were reopened recently.
 IDLE_SQL = """
-SELECT engagements.id FROM engagements
-WHERE engagements.status = 'active'
-  -- Cheap tests first: most engagements started or reopened recently, or have a round.
-  AND engagements.started_at <= :cutoff
-  AND coalesce(engagements.reopened_at, '') <= :cutoff
-  AND NOT EXISTS (SELECT 1 FROM rounds WHERE rounds.engagement_id = engagements.id
-                    AND rounds.status = 'open')
-  AND NOT EXISTS (SELECT 1 FROM sessions WHERE sessions.engagement_id = engagements.id
-                    AND sessions.status = 'planned')
-  AND max(engagements.started_at,
-          coalesce(engagements.reopened_at, ''),
-          coalesce((SELECT max(rounds.closed_at) FROM rounds
-                     WHERE rounds.engagement_id = engagements.id), '')) <= :cutoff
+SELECT id FROM resting_engagements
+WHERE started_at <= :cutoff AND coalesce(reopened_at, '') <= :cutoff
+  AND last_activity <= :cutoff
 """
 
 
@@ -268,11 +195,9 @@ def end_idle_engagements(db: sqlite_utils.Database, now: datetime, policy: Polic
         with transaction(db):
             # Re-check inside the write lock: another run may have got here first.
             if not db.conn.execute(
-                IDLE_SQL + " AND engagements.id = :id", {"cutoff": cutoff, "id": engagement_id}
+                IDLE_SQL + " AND id = :id", {"cutoff": cutoff, "id": engagement_id}
             ).fetchone():
                 continue
-            stage_endings(db, [stop_without_round(engagement_id, "idle")])
-            end_staged_engagements(db, now)
-            queue_outcome_mails(db, now)
+            end_engagements(db, now, [Ending(engagement_id, end_reason="idle")])
         ended.append({"engagement_id": engagement_id, "end_reason": "idle"})
     return ended

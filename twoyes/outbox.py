@@ -21,7 +21,7 @@ import sqlite_utils
 from twoyes.db import transaction
 from twoyes.errors import Conflict, NotFound
 from twoyes.events import log_event
-from twoyes.times import later, to_db
+from twoyes.times import db_time_after, to_db
 
 MAX_ATTEMPTS = 8
 BACKOFF_SECONDS = 120  # 2, 4, 8, ... 128 minutes: about four hours in all
@@ -126,7 +126,7 @@ def mark_failed_attempt(
         db.conn.execute(
             "UPDATE outbox SET status = ?, last_error = ?, next_attempt_at = ?, claim = NULL"
             " WHERE id = ? AND claim = ?",
-            [status, error[:500], later(now, seconds=delay), mail["id"], mail["claim"]],
+            [status, error[:500], db_time_after(now, seconds=delay), mail["id"], mail["claim"]],
         )
         if given_up:
             log_event(

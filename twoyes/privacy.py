@@ -23,7 +23,7 @@ from typing import Any
 import sqlite_utils
 
 from twoyes.db import transaction
-from twoyes.engagements import end_engagement
+from twoyes.endings import Ending, end_engagements
 from twoyes.errors import NotFound
 from twoyes.events import log_event
 from twoyes.members import remove_member
@@ -31,8 +31,9 @@ from twoyes.outbox import without_links
 from twoyes.people import get_person_by_email
 from twoyes.times import to_db
 
-# SQL here is built only from this module's constant fragments (MINE, a subquery of
-# rounds); values always go in as parameters. Bandit's B608 is silenced on those lines.
+# SQL here is built only from this module's constant fragments (MINE, and the WHERE
+# clauses its callers pass to erase_addresses_from_log); values always go in as
+# parameters. Bandit's B608 is silenced on those lines.
 FORGOTTEN_NAME = "Forgotten client"
 
 
@@ -227,26 +228,17 @@ def _end_participation(db: sqlite_utils.Database, client: dict, now: datetime) -
             "SELECT id FROM rounds WHERE engagement_id = ? AND status = 'open'", [engagement_id]
         ).fetchone()
         if open_round:
-            db.conn.execute(
-                "UPDATE rounds SET status = 'closed', outcome = 'stop', closed_at = ? WHERE id = ?",
-                [to_db(now), open_round["id"]],
-            )
-            # The coach's question about a round that just closed would only confuse.
+            # The coach's question about a round that closes now would only confuse.
             db.conn.execute(
                 "DELETE FROM outbox WHERE engagement_id = ? AND status = 'queued'"
                 " AND kind IN ('decision', 'reminder')",
                 [engagement_id],
             )
-            log_event(
-                db,
-                "round_closed",
-                now,
-                engagement_id=engagement_id,
-                round_id=open_round["id"],
-                outcome="stop",
-                end_reason="client_stopped",
-            )
-        end_engagement(db, engagement_id, "client_stopped", now)
+        # R3, as if they stopped: the open round closes with stop. Nobody is mailed in their name.
+        round_id = open_round["id"] if open_round else None
+        end_engagements(
+            db, now, [Ending(engagement_id, round_id, "stop", "client_stopped")], mail=False
+        )
     return [row[0] for row in rows]
 
 

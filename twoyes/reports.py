@@ -20,8 +20,11 @@ from twoyes.rules import Policy
 from twoyes.times import from_db, to_db
 
 
-def coach_filter(db: sqlite_utils.Database, coach_email: str | None) -> int | None:
-    """The coach's id for --coach, or None for the whole practice (NotFound when unknown)."""
+def get_coach_id(db: sqlite_utils.Database, coach_email: str | None) -> int | None:
+    """The id of the coach with this address (NotFound when unknown), or None without one.
+
+    None asks a report about the whole practice: each query's `:coach IS NULL`.
+    """
     return get_person_by_email(db, "coach", coach_email)["id"] if coach_email else None
 
 
@@ -58,22 +61,15 @@ def practice_status(
     drifting = []
     for row in db.conn.execute(
         """
-        SELECT engagements.id AS engagement_id, engagements.title, coaches.email AS coach_email,
+        SELECT resting.id AS engagement_id, resting.title, coaches.email AS coach_email,
                (SELECT group_concat(clients.name, ', ') FROM members
                   JOIN clients ON clients.id = members.client_id
-                 WHERE members.engagement_id = engagements.id AND members.status = 'active')
+                 WHERE members.engagement_id = resting.id AND members.status = 'active')
                  AS clients,
-               max(engagements.started_at, coalesce(engagements.reopened_at, ''),
-                   coalesce((SELECT max(rounds.closed_at) FROM rounds
-                              WHERE rounds.engagement_id = engagements.id), '')) AS last_activity
-        FROM engagements JOIN coaches ON coaches.id = engagements.coach_id
-        WHERE engagements.status = 'active'
-          AND (:coach IS NULL OR engagements.coach_id = :coach)
-          AND NOT EXISTS (SELECT 1 FROM rounds WHERE rounds.engagement_id = engagements.id
-                            AND rounds.status = 'open')
-          AND NOT EXISTS (SELECT 1 FROM sessions WHERE sessions.engagement_id = engagements.id
-                            AND sessions.status = 'planned')
-        ORDER BY last_activity
+               resting.last_activity
+        FROM resting_engagements AS resting JOIN coaches ON coaches.id = resting.coach_id
+        WHERE :coach IS NULL OR resting.coach_id = :coach
+        ORDER BY resting.last_activity
         """,
         {"coach": coach_id},
     ):
@@ -143,15 +139,13 @@ def practice_report(
     ratings: dict[int, list[int]] = {}
     for row in db.conn.execute(
         """
-        SELECT decisions.usefulness,
+        SELECT usefulness,
                (SELECT count(*) FROM rounds AS earlier
-                 WHERE earlier.engagement_id = rounds.engagement_id
-                   AND earlier.id <= rounds.id) AS session_number
-        FROM decisions
-        JOIN rounds ON rounds.id = decisions.round_id
-        JOIN engagements ON engagements.id = rounds.engagement_id
-        WHERE decisions.role = 'client' AND decisions.usefulness IS NOT NULL
-          AND rounds.opened_at >= :since AND (:coach IS NULL OR engagements.coach_id = :coach)
+                 WHERE earlier.engagement_id = round_parties.engagement_id
+                   AND earlier.id <= round_parties.round_id) AS session_number
+        FROM round_parties
+        WHERE role = 'client' AND usefulness IS NOT NULL
+          AND opened_at >= :since AND (:coach IS NULL OR coach_id = :coach)
         """,
         params,
     ):
@@ -161,12 +155,10 @@ def practice_report(
     for role in ("coach", "client"):
         total, early = db.conn.execute(
             """
-            SELECT count(*), sum(decisions.decided_at < rounds.reminder_at)
-            FROM decisions
-            JOIN rounds ON rounds.id = decisions.round_id
-            JOIN engagements ON engagements.id = rounds.engagement_id
-            WHERE decisions.role = :role AND rounds.status = 'closed'
-              AND rounds.opened_at >= :since AND (:coach IS NULL OR engagements.coach_id = :coach)
+            SELECT count(*), sum(decided_at < reminder_at)
+            FROM round_parties
+            WHERE role = :role AND round_status = 'closed'
+              AND opened_at >= :since AND (:coach IS NULL OR coach_id = :coach)
             """,
             params | {"role": role},
         ).fetchone()
@@ -214,19 +206,12 @@ def decision_rows(db: sqlite_utils.Database, coach_id: int | None = None):
         dict(row)
         for row in db.conn.execute(
             """
-            SELECT engagements.id AS engagement_id, engagements.title, coaches.email AS coach,
-                   sessions.id AS session_id, sessions.starts_at AS session_at,
-                   rounds.id AS round_id, rounds.outcome AS round_outcome,
-                   coalesce(clients.email, 'coach') AS party, decisions.choice,
-                   decisions.reason, decisions.usefulness, decisions.note, decisions.decided_at
-            FROM decisions
-            JOIN rounds ON rounds.id = decisions.round_id
-            JOIN sessions ON sessions.id = rounds.session_id
-            JOIN engagements ON engagements.id = rounds.engagement_id
-            JOIN coaches ON coaches.id = engagements.coach_id
-            LEFT JOIN clients ON clients.id = decisions.client_id
-            WHERE :coach IS NULL OR engagements.coach_id = :coach
-            ORDER BY rounds.id, decisions.role = 'client', decisions.id
+            SELECT engagement_id, title, coach_email AS coach, session_id, session_at,
+                   round_id, outcome AS round_outcome, coalesce(client_email, 'coach') AS party,
+                   choice, reason, usefulness, note, decided_at
+            FROM round_parties
+            WHERE :coach IS NULL OR coach_id = :coach
+            ORDER BY round_id, role = 'client', id
             """,
             {"coach": coach_id},
         )

@@ -14,13 +14,14 @@ from datetime import datetime
 import sqlite_utils
 
 from twoyes.db import transaction
-from twoyes.engagements import end_staged_engagements, get_engagement, stage_endings
+from twoyes.endings import Ending, end_engagements
+from twoyes.engagements import get_engagement
 from twoyes.errors import N_, Conflict, Invalid, NotFound
 from twoyes.events import log_event
-from twoyes.mails import queue_decision_mail, queue_outcome_mails
+from twoyes.mails import queue_decision_mail
 from twoyes.parties import parties_of_round
 from twoyes.rules import Policy, Verdict, check_decision, judge_round
-from twoyes.times import later, to_db
+from twoyes.times import db_time_after, to_db
 
 # Overdue rounds closed per transaction (TWOYES_SWEEP_BATCH). Larger batches rewrite the
 # random-keyed index pages (token hashes) fewer times; 5,000 holds the write lock for about
@@ -44,8 +45,8 @@ def open_round(db: sqlite_utils.Database, session_id: int, now: datetime, policy
                 session_id,
                 engagement["id"],
                 to_db(now),
-                later(now, days=deadline_days),
-                later(now, days=deadline_days - policy.reminder_days),
+                db_time_after(now, days=deadline_days),
+                db_time_after(now, days=deadline_days - policy.reminder_days),
             ],
         ).lastrowid
         db.conn.execute("INSERT INTO decisions (round_id, role) VALUES (?, 'coach')", [round_id])
@@ -110,6 +111,13 @@ def open_due_rounds(db: sqlite_utils.Database, now: datetime, policy: Policy) ->
     return opened
 
 
+# What record_decision checks a decision against, read under the write lock.
+DECIDING_PARTY = (
+    "SELECT id, round_id, role, choice, round_status, engagement_id, deadline_at, kind,"
+    " min_members, member_id, member_status FROM round_parties WHERE id = ?"
+)
+
+
 def record_decision(
     db: sqlite_utils.Database,
     decision_id: int,
@@ -129,16 +137,7 @@ def record_decision(
     if choice == "continue":
         reason = None  # a reason is asked only of whoever stops
     with transaction(db):
-        party = db.conn.execute(
-            "SELECT decisions.*, rounds.status AS round_status, rounds.engagement_id,"
-            " rounds.deadline_at, engagements.kind, engagements.min_members,"
-            " members.status AS member_status, members.id AS member_id"
-            " FROM decisions JOIN rounds ON rounds.id = decisions.round_id"
-            " JOIN engagements ON engagements.id = rounds.engagement_id"
-            " LEFT JOIN members ON members.engagement_id = rounds.engagement_id"
-            " AND members.client_id = decisions.client_id WHERE decisions.id = ?",
-            [decision_id],
-        ).fetchone()
+        party = db.conn.execute(DECIDING_PARTY, [decision_id]).fetchone()
         if party["round_status"] == "closed":
             raise Conflict(N_("This round is closed already; your answer was not needed any more."))
         if to_db(now) >= party["deadline_at"]:
@@ -198,6 +197,16 @@ ROUND_FACTS = (
     " engagements.min_members FROM rounds"
     " JOIN engagements ON engagements.id = rounds.engagement_id"
 )
+# R4: the next batch of open rounds past their deadline, oldest first.
+OVERDUE_ROUNDS = (
+    ROUND_FACTS + " WHERE rounds.status = 'open' AND rounds.deadline_at <= ?"
+    " ORDER BY rounds.deadline_at LIMIT ?"
+)
+# Every choice so far in many rounds (a JSON list of their ids).
+ROUND_CHOICES = (
+    "SELECT round_id, role, client_id, choice FROM decisions"
+    " WHERE round_id IN (SELECT value FROM json_each(?))"
+)
 
 
 def settle_round(
@@ -216,11 +225,7 @@ def settle_rounds(
     """Judge many open rounds with one query for their decisions; close those with a verdict."""
     rounds = [round_ for round_ in rounds if round_["status"] == "open"]
     choices: dict[int, dict] = {round_["id"]: {"coach": None, "members": {}} for round_ in rounds}
-    for decision in db.conn.execute(
-        "SELECT round_id, role, client_id, choice FROM decisions"
-        " WHERE round_id IN (SELECT value FROM json_each(?))",
-        [json.dumps(list(choices))],
-    ):
+    for decision in db.conn.execute(ROUND_CHOICES, [json.dumps(list(choices))]):
         if decision["role"] == "coach":
             choices[decision["round_id"]]["coach"] = decision["choice"]
         else:
@@ -242,45 +247,20 @@ def close_rounds(
 ) -> None:
     """Close each round once, carry out its verdict and mail every party its outcome (R8).
 
+    The members a verdict lets go leave first, so that their mail says so.
     The caller holds the write lock and has just seen these rounds open.
     """
-    if not rounds:
-        return
-    stage_endings(
-        db,
-        [
-            {
-                "engagement_id": round_["engagement_id"],
-                "round_id": round_["id"],
-                "outcome": verdicts[round_["id"]].outcome,
-                "end_reason": verdicts[round_["id"]].end_reason,
-            }
-            for round_ in rounds
-        ],
-    )
-    at = {"at": to_db(now)}
-    db.conn.execute(
-        "UPDATE rounds SET status = 'closed', outcome = ending.outcome, closed_at = :at"
-        " FROM temp.ending WHERE rounds.id = ending.round_id AND rounds.status = 'open'",
-        at,
-    )
+    endings = []
     for round_ in rounds:
-        engagement_id = round_["engagement_id"]
-        for client_id in verdicts[round_["id"]].leaving:
+        engagement_id, verdict = round_["engagement_id"], verdicts[round_["id"]]
+        for client_id in verdict.leaving:
             member_id = db.conn.execute(
                 "SELECT id FROM members WHERE engagement_id = ? AND client_id = ?",
                 [engagement_id, client_id],
             ).fetchone()[0]
             leave_group(db, member_id, engagement_id, now)
-    end_staged_engagements(db, now)
-    db.conn.execute(
-        "INSERT INTO events (at, kind, engagement_id, round_id, detail)"
-        " SELECT :at, 'round_closed', engagement_id, round_id,"
-        " json_object('end_reason', end_reason, 'outcome', outcome)"
-        " FROM temp.ending ORDER BY round_id",
-        at,
-    )
-    queue_outcome_mails(db, now)
+        endings.append(Ending(engagement_id, round_["id"], verdict.outcome, verdict.end_reason))
+    end_engagements(db, now, endings)
 
 
 def close_overdue_rounds(
@@ -295,14 +275,7 @@ def close_overdue_rounds(
     closed = []
     while True:
         with transaction(db):
-            rounds = [
-                dict(row)
-                for row in db.conn.execute(
-                    ROUND_FACTS + " WHERE rounds.status = 'open' AND rounds.deadline_at <= ?"
-                    " ORDER BY rounds.deadline_at LIMIT ?",
-                    [to_db(now), batch],
-                )
-            ]
+            rounds = [dict(row) for row in db.conn.execute(OVERDUE_ROUNDS, [to_db(now), batch])]
             verdicts = settle_rounds(db, rounds, now, deadline_passed=True)
         if not rounds:
             return closed
@@ -317,22 +290,22 @@ def close_overdue_rounds(
         ]
 
 
+# R9: the parties still asked and undecided in open rounds whose reminder time has come.
+REMINDERS_DUE = """
+SELECT id, round_id FROM round_parties
+WHERE round_status = 'open' AND reminder_at <= :now AND deadline_at > :now
+  AND choice IS NULL AND reminded_at IS NULL
+  AND (member_id IS NULL OR member_status = 'active')
+LIMIT :limit
+"""
+
+
 def send_reminders(db: sqlite_utils.Database, now: datetime) -> int:
     """R9: one reminder, with fresh links, to each party still undecided near the deadline."""
-    due_sql = (
-        "SELECT decisions.id, decisions.round_id FROM decisions"
-        " JOIN rounds ON rounds.id = decisions.round_id"
-        " LEFT JOIN members ON members.engagement_id = rounds.engagement_id"
-        " AND members.client_id = decisions.client_id"
-        " WHERE rounds.status = 'open' AND rounds.reminder_at <= :now"
-        " AND rounds.deadline_at > :now AND decisions.choice IS NULL"
-        " AND decisions.reminded_at IS NULL"
-        " AND (members.id IS NULL OR members.status = 'active')"
-    )
     sent = 0
     while True:
         due = db.conn.execute(
-            due_sql + " LIMIT :limit", {"now": to_db(now), "limit": REMINDER_BATCH}
+            REMINDERS_DUE, {"now": to_db(now), "limit": REMINDER_BATCH}
         ).fetchall()
         if not due:
             return sent

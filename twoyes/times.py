@@ -27,7 +27,8 @@ def from_db(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def later(moment: datetime, *, days: float = 0, seconds: float = 0) -> str:
+def db_time_after(moment: datetime, *, days: float = 0, seconds: float = 0) -> str:
+    """The stored form of the instant that long after `moment` (a deadline, an expiry)."""
     return to_db(moment + timedelta(days=days, seconds=seconds))
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 import sqlite_utils
 
 from twoyes.errors import NotFound
-from twoyes.times import from_db, later, to_db
+from twoyes.times import db_time_after, from_db, to_db
 
 DECISION_VIEW_DAYS = 30
 WELCOME_BACK_DAYS = 365
@@ -66,7 +66,7 @@ def new_welcome_back_tokens(
     db: sqlite_utils.Database, member_ids: list[int], now: datetime
 ) -> dict[int, str]:
     """A welcome-back link for each member, written in one statement (a sweep ends thousands)."""
-    expires_at = later(now, days=WELCOME_BACK_DAYS)
+    expires_at = db_time_after(now, days=WELCOME_BACK_DAYS)
     made = {
         member_id: _token_row(now, "welcome_back", member_id=member_id, expires_at=expires_at)
         for member_id in member_ids
@@ -87,7 +87,7 @@ def new_coach_view_token(db: sqlite_utils.Database, coach_id: int, now: datetime
         now,
         "coach_view",
         coach_id=coach_id,
-        expires_at=later(now, seconds=COACH_VIEW_HOURS * 3600),
+        expires_at=db_time_after(now, seconds=COACH_VIEW_HOURS * 3600),
     )
 
 

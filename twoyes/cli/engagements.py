@@ -13,9 +13,9 @@ from twoyes.cli.options import (
     get_db,
     json_option,
     now_option,
+    now_or_clock,
     print_json,
     settings,
-    the_time,
     with_app,
 )
 from twoyes.engagements import (
@@ -154,7 +154,7 @@ def engagement_add_member(engagement_id, email, now, as_json):
 
     Example: python cli.py engagement add-member 4 dana@example.org
     """
-    result = add_member(get_db(), engagement_id, email, the_time(now))
+    result = add_member(get_db(), engagement_id, email, now_or_clock(now))
     if as_json:
         print_json(result)
     else:
@@ -175,7 +175,7 @@ def engagement_remove_member(engagement_id, email, now, as_json):
 
     Example: python cli.py engagement remove-member 4 dana@example.org
     """
-    result = remove_member(get_db(), engagement_id, email, the_time(now))
+    result = remove_member(get_db(), engagement_id, email, now_or_clock(now))
     if as_json:
         print_json(result)
         return
@@ -236,7 +236,7 @@ def session_done(engagement_id, minutes, now, as_json):
     Example: python cli.py session done 1
     """
     session_id, round_id = record_session_done(
-        get_db(), engagement_id, the_time(now), settings().policy, minutes
+        get_db(), engagement_id, now_or_clock(now), settings().policy, minutes
     )
     if as_json:
         print_json({"session_id": session_id, "round_id": round_id})
@@ -263,7 +263,7 @@ def decide(round_id, choice, reason, usefulness, note, now):
     result = record_decision(
         get_db(),
         get_coach_decision_id(get_db(), round_id),
-        the_time(now),
+        now_or_clock(now),
         choice=choice,
         reason=reason,
         usefulness=usefulness,

@@ -9,9 +9,9 @@ from twoyes.cli.options import (
     get_db,
     json_option,
     now_option,
+    now_or_clock,
     print_json,
     settings,
-    the_time,
     with_app,
 )
 from twoyes.jobs import close_undecided as close_undecided_job
@@ -29,7 +29,7 @@ def close_undecided(now, dry_run, as_json):
 
     Example: python cli.py close-undecided --dry-run
     """
-    ended = close_undecided_job(get_db(), the_time(now), settings(), dry_run=dry_run)
+    ended = close_undecided_job(get_db(), now_or_clock(now), settings(), dry_run=dry_run)
     if as_json:
         print_json(ended)
         return
@@ -63,7 +63,7 @@ def tick(now, as_json):
     */5 * * * * cd /srv/twoyes && .venv/bin/python cli.py tick
     """
     db = get_db()
-    when = the_time(now)
+    when = now_or_clock(now)
     summary = do_due_work(db, when, settings())
     report = deliver_due_mail(db, when, echo=lambda line: None)
     summary["mails_sent"] = report.sent

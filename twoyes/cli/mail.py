@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from twoyes.cli.options import get_db, json_option, now_option, print_json, the_time, with_app
+from twoyes.cli.options import get_db, json_option, now_option, now_or_clock, print_json, with_app
 from twoyes.mail.delivery import deliver_due_mail
 from twoyes.outbox import list_mail, retry_mail
 from twoyes.times import utcnow
@@ -28,7 +28,7 @@ def send(now, as_json):
 
     Example: python cli.py send
     """
-    report = deliver_due_mail(get_db(), the_time(now), echo=click.echo)
+    report = deliver_due_mail(get_db(), now_or_clock(now), echo=click.echo)
     if as_json:
         print_json(vars(report))
     elif report.sent:

@@ -82,7 +82,8 @@ def json_option(command):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(command)
 
 
-def the_time(now: datetime | None) -> datetime:
+def now_or_clock(now: datetime | None) -> datetime:
+    """The --now given (read on the practice's wall clock without an offset), or the clock."""
     if now is None:
         return utcnow()
     if now.tzinfo is None:

@@ -18,9 +18,9 @@ from twoyes.cli.options import (
     get_db,
     json_option,
     now_option,
+    now_or_clock,
     print_json,
     settings,
-    the_time,
     with_app,
 )
 from twoyes.cli.terminal import local, render_status, report_lines
@@ -28,8 +28,8 @@ from twoyes.coach_view import get_coach, make_coach_link
 from twoyes.files import open_new_file, write_new_file
 from twoyes.reports import (
     EXPORT_COLUMNS,
-    coach_filter,
     decision_rows,
+    get_coach_id,
     practice_report,
     practice_status,
 )
@@ -51,7 +51,7 @@ def coach_link(email, now, as_json):
 
     Example: python cli.py coach link bob@example.org
     """
-    link = make_coach_link(get_db(), email, the_time(now))
+    link = make_coach_link(get_db(), email, now_or_clock(now))
     url = f"{settings().base_url}/c/{link['token']}"
     if as_json:
         print_json({"url": url, "expires_at": link["expires_at"]})
@@ -70,9 +70,9 @@ def coach_option(command):
     )(command)
 
 
-def scope(db, coach_email: str | None) -> tuple[int | None, dict | None]:
+def get_named_coach(db, coach_email: str | None) -> tuple[int | None, dict | None]:
     """The coach named by --coach (id and row), or (None, None) for the whole practice."""
-    coach_id = coach_filter(db, coach_email)
+    coach_id = get_coach_id(db, coach_email)
     return coach_id, get_coach(db, coach_id) if coach_id else None
 
 
@@ -90,8 +90,8 @@ def status(coach_email, now, as_json):
     Example: python cli.py status --coach bob@example.org
     """
     db = get_db()
-    coach_id, coach = scope(db, coach_email)
-    when = the_time(now)
+    coach_id, coach = get_named_coach(db, coach_email)
+    when = now_or_clock(now)
     data = practice_status(db, when, settings().policy, coach_id)
     if as_json:
         print_json(data)
@@ -130,7 +130,7 @@ def report(coach_email, since, html_path, force, as_json):
     """
     db = get_db()
     zone = settings().zone
-    coach_id, coach = scope(db, coach_email)
+    coach_id, coach = get_named_coach(db, coach_email)
     now = utcnow()
     start = since.replace(tzinfo=zone) if since else now - timedelta(days=365)
     data = practice_report(db, start, coach_id)
@@ -200,7 +200,7 @@ def export(csv_path, coach_email, force, as_json):
 
     Example: python cli.py export --csv decisions.csv --coach bob@example.org
     """
-    coach_id, _ = scope(get_db(), coach_email)
+    coach_id, _ = get_named_coach(get_db(), coach_email)
     count = 0
     with open_new_file(csv_path, force=force) as file:
         writer = csv.DictWriter(file, fieldnames=EXPORT_COLUMNS)
