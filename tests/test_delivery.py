@@ -16,8 +16,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.header import decode_header, make_header
-from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
@@ -34,14 +32,11 @@ from conftest import (
     text_of,
     token_of,
 )
-from hypothesis import example, given
-from hypothesis import settings as hypothesis_settings
-from hypothesis import strategies as st
 
 from twoyes import outbox
 from twoyes.db import transaction
 from twoyes.engagements import start_engagement
-from twoyes.mail.delivery import deliver_due_mail, header, multipart_alternative
+from twoyes.mail.delivery import deliver_due_mail
 from twoyes.people import add_person
 from twoyes.rounds import close_overdue_rounds, send_reminders
 from twoyes.sessions import record_session_done
@@ -370,50 +365,6 @@ def test_deadline_is_written_in_the_practice_time_zone(
         html = " ".join(message.get_body(("html",)).get_content().split())
         assert f"If we hear nothing by {deadline}," in " ".join(text_of(message).split())
         assert f"If we hear nothing by {deadline}," in html
-
-
-@hypothesis_settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", 80)), deadline=None, database=None
-)
-@given(
-    text=st.text(),
-    html=st.text(),
-    name=st.text(st.characters(exclude_categories=["C", "Zl", "Zp"])),
-)
-@example(
-    text="Zoë\n.\nFrom here\n--=_0\n= =3D =_\ntrailing \t\nlone\rreturn\r\nx" + "é" * 200,
-    html="<p>" + "a" * 300 + "</p>\u2028\x85<p>\u00c5ngstr\u00f6m \U0001f600</p>",
-    name="Maria José Fernández-Ångström van den Berg-Østergaard Ølsen",
-)
-def test_a_written_mail_reads_as_the_standard_librarys_email_message(text, html, name):
-    """delivery writes the MIME frame itself: a reader sees exactly what EmailMessage gives."""
-    to = Address(display_name=name, addr_spec="anna@example.org")
-    data = multipart_alternative(
-        [header("Subject", name), header("From", "Practice <p@example.org>"), header("To", to)],
-        text,
-        html,
-    )
-    reference = EmailMessage(policy=policy.SMTP)
-    reference["Subject"] = name
-    reference["From"] = "Practice <p@example.org>"
-    reference["To"] = to
-    reference.set_content(text, cte="quoted-printable")
-    reference.add_alternative(html, subtype="html", cte="quoted-printable")
-
-    ours, theirs = (
-        email.message_from_bytes(raw, policy=policy.default) for raw in (data, reference.as_bytes())
-    )
-    assert not ours.defects
-    for field in ("Subject", "From", "To", "MIME-Version"):
-        assert ours[field] == theirs[field], field
-    assert ours.get_content_type() == "multipart/alternative"
-    for kind in ("plain", "html"):
-        mine, standard = ours.get_body((kind,)), theirs.get_body((kind,))
-        assert mine["Content-Type"] == standard["Content-Type"]
-        assert mine["Content-Transfer-Encoding"] == "quoted-printable"
-        assert mine.get_content() == standard.get_content()
-    assert all(len(line) <= 78 for line in data.split(b"\r\n")), "too long for SMTP"
-    assert b"\n" not in data.replace(b"\r\n", b"")
 
 
 # --- Message-ID, outages, backoff ----------------------------------------------------------------
