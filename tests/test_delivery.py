@@ -36,7 +36,6 @@ from conftest import (
 from twoyes import outbox
 from twoyes.db import transaction
 from twoyes.engagements import start_engagement
-from twoyes.mail.delivery import deliver_due_mail
 from twoyes.people import add_person
 from twoyes.rounds import close_overdue_rounds, send_reminders
 from twoyes.sessions import record_session_done
@@ -615,42 +614,6 @@ def test_a_claim_reads_the_waiting_mail_not_the_outbox_history(app, db, engageme
     claimed, after = steps_of_a_claim(T0 + timedelta(hours=1))
     assert claimed == 2
     assert after <= before + 5, (before, after)
-
-
-# --- without an SMTP server: .eml files --------------------------------------------------------
-
-
-def test_without_mail_server_mail_is_written_to_eml_files_and_links_are_echoed(
-    db, settings, engagement, smtp, monkeypatch
-):
-    monkeypatch.delenv("TWOYES_MAIL_SERVER", raising=False)
-    files_app = app_with(settings, MAIL_SERVER=None, MAIL_PORT=None)
-    record_session_done(db, engagement, T0, POLICY)
-    lines: list[str] = []
-    with files_app.app_context():
-        report = deliver_due_mail(db, T0 + timedelta(minutes=1), echo=lines.append)
-        assert deliver_due_mail(db, T0 + timedelta(hours=1), echo=lines.append).sent == 0
-    assert report.sent == 2
-    assert smtp.messages == []
-
-    files = sorted((Path(settings["INSTANCE_PATH"]) / "mail").glob("*.eml"))
-    assert len(files) == 2
-    echoed = "\n".join(lines)
-    recipients = set()
-    for path in files:
-        message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
-        recipients.add(parseaddr(message["To"])[1])
-        assert message["Subject"] == "Another session?"
-        links = links_in(message)
-        assert {link.rsplit("/", 1)[-1] for link in links} >= {"continue", "stop"}
-        assert sorted(set(links)) == sorted(set(html_links(message)))
-        for link in links:
-            assert link in echoed
-        assert str(path) in echoed
-    assert recipients == {"bob@example.org", "anna@example.org"}
-    for row in outbox_rows(db):
-        assert row["status"] == "sent"
-        assert "decide_token" not in json.loads(row["context"])
 
 
 # --- overlapping runs, as real processes ---------------------------------------------------------

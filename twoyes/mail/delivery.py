@@ -1,20 +1,29 @@
-"""Delivery: rendering queued mail and handing it to SMTP (or to .eml files) exactly once.
+"""Delivery: rendering queued mail and handing it to SMTP (or, in development, to .eml files).
 
 Runs inside the Flask app context: the words come from templates/mail/, the
 SMTP settings from the app's `Settings`. One SMTP connection a run (a new one
 after MAIL_MAX_EMAILS mails), opened here with smtplib, a timeout and
 verified TLS; each mail's bytes are written by mime.py. A batch is written
 one language at a time, then sent in the order it was queued. A mail is
-marked sent only once the server accepted it. With no MAIL_SERVER set, each
-mail is written to instance/mail/ as an .eml file and its links are printed,
-so a newcomer can click through on one machine.
+marked sent only once the server accepted it.
+
+With no MAIL_SERVER, where mail goes depends on BASE_URL. On a loopback
+address (development), each mail is written to instance/mail/ as an .eml
+file and its links are printed, so a newcomer can click through on one
+machine. On any other address nothing is delivered and nothing is claimed:
+the mail stays queued, untried, until a mail server is set, and the report
+says so, because a production instance that writes its clients' mail to
+files loses it without a word.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import smtplib
 import ssl
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +51,8 @@ class DeliveryReport:
     failed: int = 0
     waiting: int = 0
     errors: list[str] = field(default_factory=list)
+    # No MAIL_SERVER on a BASE_URL that is not loopback: nothing was delivered or tried.
+    no_mail_server: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,25 +194,37 @@ def smtp_address(address: str) -> str:
 def deliver_due_mail(
     db: sqlite_utils.Database, now: datetime, echo: Callable[[str], None] = print
 ) -> DeliveryReport:
-    """Deliver every mail that is due; each one is marked sent only once it was accepted."""
+    """Deliver every mail that is due; each one is marked sent only once it was accepted.
+
+    Without a mail server, only a loopback BASE_URL writes .eml files; on any
+    other, nothing is claimed or tried and the report says `no_mail_server`.
+    """
     settings = current_app.extensions["twoyes"]
     report = DeliveryReport()
     if settings.mail_server:
         _deliver_over_smtp(db, now, report, settings)
+    elif lacks_mail_server(settings):
+        report.no_mail_server = True
     else:
         _deliver_to_files(db, now, report, settings, echo)
     report.waiting = count_waiting(db)
     return report
 
 
+def lacks_mail_server(settings: Settings) -> bool:
+    """Whether mail cannot go anywhere: no MAIL_SERVER, and a BASE_URL that is not loopback."""
+    return not settings.mail_server and not settings.loopback
+
+
 def _deliver_to_files(db, now, report, settings: Settings, echo) -> None:
     folder = Path(settings.instance_path) / "mail"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)  # also when someone made the folder before us: the mails are personal
     writer = Writer(settings)
     while batch := claim_due_mail(db, now):
         for mail, message in write_batch(db, batch, now, report, writer):
             path = folder / f"{mail['id']:06d}-{mail['kind']}.eml"
-            path.write_bytes(message.data)
+            write_private(path, message.data)
             links = writer.links_of(mail)  # before mark_sent wipes the tokens
             # Marked first: a reader who closes our stdout (| head) must not leave it 'sending'.
             mark_sent(db, mail, now)
@@ -210,6 +233,24 @@ def _deliver_to_files(db, now, report, settings: Settings, echo) -> None:
             echo(f"  saved as {path}")
             for name, url in links.items():
                 echo(f"  {name}: {url}")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (0600), replacing any file of that name.
+
+    The bytes go to a new file (mkstemp makes it 0600), renamed over the target: never
+    written through a link, and never with an old file's mode (a database started
+    afresh numbers its mails from 1 again).
+    """
+    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".partial")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.replace(partial, path)
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
 
 
 def _deliver_over_smtp(db, now, report, settings: Settings) -> None:
