@@ -1,12 +1,13 @@
 """Writing a mail's bytes: headers and a text/HTML multipart/alternative, without EmailMessage.
 
-Why it exists: building and flattening an `EmailMessage` (as Flask-Mail's
-Message does) cost 2.9 ms a mail, about half of a whole `send` run, because
-the modern policy parses every header it is given and folds it again; the
-frame written here costs 0.09 ms. Each header still goes through the
-standard library's SMTP policy (so it is folded, RFC 2047-encoded and checked
-for CR/LF exactly as EmailMessage would), and only the frame around the two
-bodies is written by hand.
+Why it exists: building and flattening an `EmailMessage` for each mail (as
+Flask-Mail's Message does) took about half of a whole `send` run, because the
+modern policy parses every header it is given and folds it again (measured
+for issue 12: 2.9 ms a mail, against 0.09 ms for the frame written here, its
+repeated headers cached). Each header still goes through the standard
+library's SMTP policy (so it is folded, RFC 2047-encoded and checked for
+CR/LF exactly as EmailMessage would); only the frame around the two bodies
+is written by hand.
 
 The trap: the bodies are encoded with `email.quoprimime`, the module
 EmailMessage itself uses for quoted-printable, but one the standard library
