@@ -1001,6 +1001,7 @@ def test_send_without_a_mail_server_writes_eml_files(
     run, db, engagement, smtp, env, monkeypatch, mail_server
 ):
     monkeypatch.delenv("MAIL_SERVER", raising=False)
+    monkeypatch.setenv("TWOYES_BASE_URL", "http://127.0.0.1:5000")  # .eml files: development only
     if mail_server is None:
         monkeypatch.delenv("TWOYES_MAIL_SERVER")
     else:

@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import email
 import json
-import os
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.header import decode_header, make_header
-from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import example, given
-from hypothesis import settings as hypothesis_settings
-from hypothesis import strategies as st
 from support import (
     LINK,
     POLICY,
@@ -40,7 +34,6 @@ from support import (
 from twoyes import outbox
 from twoyes.db import transaction
 from twoyes.engagements import start_engagement
-from twoyes.mail.delivery import deliver_due_mail, header, multipart_alternative
 from twoyes.people import add_person
 from twoyes.rounds import close_overdue_rounds, send_reminders
 from twoyes.sessions import record_session_done
@@ -304,50 +297,6 @@ def test_deadline_is_written_in_the_practice_time_zone(
         assert f"If we hear nothing by {deadline}," in html
 
 
-@hypothesis_settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", 80)), deadline=None, database=None
-)
-@given(
-    text=st.text(),
-    html=st.text(),
-    name=st.text(st.characters(exclude_categories=["C", "Zl", "Zp"])),
-)
-@example(
-    text="Zoë\n.\nFrom here\n--=_0\n= =3D =_\ntrailing \t\nlone\rreturn\r\nx" + "é" * 200,
-    html="<p>" + "a" * 300 + "</p>\u2028\x85<p>\u00c5ngstr\u00f6m \U0001f600</p>",
-    name="Maria José Fernández-Ångström van den Berg-Østergaard Ølsen",
-)
-def test_a_written_mail_reads_as_the_standard_librarys_email_message(text, html, name):
-    """delivery writes the MIME frame itself: a reader sees exactly what EmailMessage gives."""
-    to = Address(display_name=name, addr_spec="anna@example.org")
-    data = multipart_alternative(
-        [header("Subject", name), header("From", "Practice <p@example.org>"), header("To", to)],
-        text,
-        html,
-    )
-    reference = EmailMessage(policy=policy.SMTP)
-    reference["Subject"] = name
-    reference["From"] = "Practice <p@example.org>"
-    reference["To"] = to
-    reference.set_content(text, cte="quoted-printable")
-    reference.add_alternative(html, subtype="html", cte="quoted-printable")
-
-    ours, theirs = (
-        email.message_from_bytes(raw, policy=policy.default) for raw in (data, reference.as_bytes())
-    )
-    assert not ours.defects
-    for field in ("Subject", "From", "To", "MIME-Version"):
-        assert ours[field] == theirs[field], field
-    assert ours.get_content_type() == "multipart/alternative"
-    for kind in ("plain", "html"):
-        mine, standard = ours.get_body((kind,)), theirs.get_body((kind,))
-        assert mine["Content-Type"] == standard["Content-Type"]
-        assert mine["Content-Transfer-Encoding"] == "quoted-printable"
-        assert mine.get_content() == standard.get_content()
-    assert all(len(line) <= 78 for line in data.split(b"\r\n")), "too long for SMTP"
-    assert b"\n" not in data.replace(b"\r\n", b"")
-
-
 # --- Message-ID, outages, backoff ----------------------------------------------------------------
 
 
@@ -596,42 +545,6 @@ def test_a_claim_reads_the_waiting_mail_not_the_outbox_history(app, db, engageme
     claimed, after = steps_of_a_claim(T0 + timedelta(hours=1))
     assert claimed == 2
     assert after <= before + 5, (before, after)
-
-
-# --- without an SMTP server: .eml files --------------------------------------------------------
-
-
-def test_without_mail_server_mail_is_written_to_eml_files_and_links_are_echoed(
-    db, settings, engagement, smtp, monkeypatch
-):
-    monkeypatch.delenv("TWOYES_MAIL_SERVER", raising=False)
-    files_app = app_with(settings, MAIL_SERVER=None, MAIL_PORT=None)
-    record_session_done(db, engagement, T0, POLICY)
-    lines: list[str] = []
-    with files_app.app_context():
-        report = deliver_due_mail(db, T0 + timedelta(minutes=1), echo=lines.append)
-        assert deliver_due_mail(db, T0 + timedelta(hours=1), echo=lines.append).sent == 0
-    assert report.sent == 2
-    assert smtp.messages == []
-
-    files = sorted((Path(settings["INSTANCE_PATH"]) / "mail").glob("*.eml"))
-    assert len(files) == 2
-    echoed = "\n".join(lines)
-    recipients = set()
-    for path in files:
-        message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
-        recipients.add(parseaddr(message["To"])[1])
-        assert message["Subject"] == "Another session?"
-        links = links_in(message)
-        assert {link.rsplit("/", 1)[-1] for link in links} >= {"continue", "stop"}
-        assert sorted(set(links)) == sorted(set(html_links(message)))
-        for link in links:
-            assert link in echoed
-        assert str(path) in echoed
-    assert recipients == {"bob@example.org", "anna@example.org"}
-    for row in outbox_rows(db):
-        assert row["status"] == "sent"
-        assert "decide_token" not in json.loads(row["context"])
 
 
 # --- overlapping runs, as real processes ---------------------------------------------------------

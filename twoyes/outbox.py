@@ -156,6 +156,37 @@ def count_waiting(db: sqlite_utils.Database) -> int:
     ).fetchone()[0]
 
 
+def summarise_waiting(db: sqlite_utils.Database, coach_id: int | None = None) -> dict[str, Any]:
+    """The mail not delivered yet, by why it waits (for `status`); only one coach's with coach_id.
+
+    `queued`: not tried yet (or queued again by `outbox retry`); `retrying`: an
+    attempt failed, the next is due at `next_attempt_at`, `last_error` says why
+    the latest failed; `sending`: a run holds it now, or held it when it stopped
+    (the next run takes it over after CLAIM_MINUTES).
+    """
+    # Like claim_due_mail, read through the partial index: the outbox keeps all it ever sent.
+    waiting = """
+        FROM outbox INDEXED BY outbox_due
+        LEFT JOIN engagements ON engagements.id = outbox.engagement_id
+        WHERE outbox.status IN ('queued', 'sending')
+          AND (:coach IS NULL OR engagements.coach_id = :coach)
+    """
+    counts = db.conn.execute(
+        "SELECT coalesce(sum(outbox.status = 'queued' AND outbox.attempts = 0), 0) AS queued,"
+        " coalesce(sum(outbox.status = 'queued' AND outbox.attempts > 0), 0) AS retrying,"
+        " coalesce(sum(outbox.status = 'sending'), 0) AS sending,"
+        " min(CASE WHEN outbox.status = 'queued' AND outbox.attempts > 0"
+        " THEN outbox.next_attempt_at END) AS next_attempt_at" + waiting,
+        {"coach": coach_id},
+    ).fetchone()
+    latest = db.conn.execute(
+        "SELECT outbox.last_error" + waiting + " AND outbox.status = 'queued'"
+        " AND outbox.attempts > 0 ORDER BY outbox.claimed_at DESC LIMIT 1",
+        {"coach": coach_id},
+    ).fetchone()
+    return dict(counts) | {"last_error": latest["last_error"] if latest else None}
+
+
 def without_links(context: dict[str, Any]) -> dict[str, Any]:
     """The context minus every token: what is kept of a delivered mail."""
     return {key: value for key, value in context.items() if not key.endswith("token")}

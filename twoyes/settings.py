@@ -15,7 +15,7 @@ import math
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -102,6 +102,13 @@ class Settings:
     practice_name: str
     practice_contact: str
     mail_server: str | None
+    mail_port: int
+    mail_use_tls: bool
+    mail_use_ssl: bool
+    mail_username: str | None
+    mail_password: str | None = field(repr=False)
+    mail_default_sender: str
+    mail_max_emails: int | None
     mail_timeout: float
     mail_ca_file: str | None
     proxies: int
@@ -173,6 +180,11 @@ def load_settings(config: Mapping, instance_path: str) -> Settings:
     for flag in ("MAIL_USE_TLS", "MAIL_USE_SSL"):
         if not isinstance(config.get(flag, False), bool):
             raise ConfigError(f"TWOYES_{flag} must be true or false (lowercase).")
+    max_emails = config.get("MAIL_MAX_EMAILS") or None
+    if max_emails is not None and (
+        isinstance(max_emails, bool) or not isinstance(max_emails, int) or max_emails < 1
+    ):
+        raise ConfigError("TWOYES_MAIL_MAX_EMAILS must be a whole number of 1 or more, like 100.")
     return Settings(
         instance_path=instance_path,
         database=str(config.get("DATABASE") or os.path.join(instance_path, "twoyes.db")),
@@ -186,6 +198,13 @@ def load_settings(config: Mapping, instance_path: str) -> Settings:
         practice_name=str(config.get("PRACTICE_NAME") or "").strip(),
         practice_contact=str(config.get("PRACTICE_CONTACT") or "").strip(),
         mail_server=config.get("MAIL_SERVER") or None,
+        mail_port=config.get("MAIL_PORT", 25),
+        mail_use_tls=config.get("MAIL_USE_TLS", False),
+        mail_use_ssl=config.get("MAIL_USE_SSL", False),
+        mail_username=config.get("MAIL_USERNAME") or None,
+        mail_password=config.get("MAIL_PASSWORD") or None,
+        mail_default_sender=str(sender),
+        mail_max_emails=max_emails,
         mail_timeout=config["MAIL_TIMEOUT"],
         mail_ca_file=config.get("MAIL_CA_FILE") or None,
         proxies=config["PROXIES"],

@@ -7,6 +7,7 @@ is safe to run on a live server at any time, and after every upgrade.
 
 from __future__ import annotations
 
+import http.client
 import json
 import smtplib
 import sqlite3
@@ -26,6 +27,7 @@ from twoyes import db as database
 from twoyes.catalogues import TRANSLATIONS, stale_catalogues
 from twoyes.cli.options import json_option, print_json
 from twoyes.errors import Invalid
+from twoyes.mail.delivery import close_smtp, open_smtp
 from twoyes.people import ascii_address, normalise_email
 from twoyes.settings import SETTINGS, ConfigError, is_loopback, masked
 from twoyes.web import create_app
@@ -202,7 +204,6 @@ def check_catalogues(languages: set) -> Result:
 def check_mail_server(app: Flask, send_test: str | None) -> Result:
     """Connect, verify TLS and log in as delivery would; send one mail only with --send-test."""
     settings = app.extensions["twoyes"]
-    config = app.config
     if not settings.mail_server:
         if settings.loopback:
             return Result(
@@ -215,23 +216,17 @@ def check_mail_server(app: Flask, send_test: str | None) -> Result:
             False,
             "MAIL_SERVER is not set, so no mail can go out; set it in instance/config.toml.",
         )
-    host, port = settings.mail_server, int(config.get("MAIL_PORT") or 25)
-    use_ssl, use_tls = bool(config.get("MAIL_USE_SSL")), bool(config.get("MAIL_USE_TLS"))
-    context = ssl.create_default_context(cafile=settings.mail_ca_file)
+    host, port = settings.mail_server, settings.mail_port
     where = f"{host}:{port}"
     try:
-        if use_ssl:
-            smtp = smtplib.SMTP_SSL(host, port, timeout=settings.mail_timeout, context=context)
-        else:
-            smtp = smtplib.SMTP(host, port, timeout=settings.mail_timeout)
-        with smtp:
-            if use_tls:
-                smtp.starttls(context=context)
-            if config.get("MAIL_USERNAME"):
-                smtp.login(config["MAIL_USERNAME"], config.get("MAIL_PASSWORD") or "")
+        # The very connection delivery opens: same TLS, same CA file, same login.
+        smtp = open_smtp(settings)
+        try:
             smtp.noop()
             if send_test:
                 smtp.send_message(test_message(app, send_test))
+        finally:
+            close_smtp(smtp)
     except ssl.SSLError as error:
         return Result("mail server", False, f"{where}: TLS does not verify ({error.reason}).")
     except smtplib.SMTPAuthenticationError as error:
@@ -240,7 +235,7 @@ def check_mail_server(app: Flask, send_test: str | None) -> Result:
         return Result("mail server", False, f"{where}: the test address {send_test} was refused.")
     except (OSError, smtplib.SMTPException) as error:
         return Result("mail server", False, f"{where} does not answer as it should: {error}.")
-    encrypted = use_ssl or use_tls or is_loopback(f"smtp://{host}")
+    encrypted = settings.mail_use_ssl or settings.mail_use_tls or is_loopback(f"smtp://{host}")
     if not encrypted:
         return Result(
             "mail server",
@@ -248,7 +243,7 @@ def check_mail_server(app: Flask, send_test: str | None) -> Result:
             f"{where} answers, but without TLS; set MAIL_USE_TLS (587) or MAIL_USE_SSL (465).",
         )
     sent = f"; a test mail went to {send_test}" if send_test else ""
-    login = " and accepts the login" if config.get("MAIL_USERNAME") else ""
+    login = " and accepts the login" if settings.mail_username else ""
     return Result("mail server", True, f"{where} answers{login}{sent}")
 
 
@@ -281,7 +276,7 @@ def check_health_page(base_url: str) -> Result:
     try:
         with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (http/https only)
             body = json.loads(answer.read())
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, http.client.HTTPException) as error:
         return Result("health page", False, f"{url} does not answer: {error}.")
     if body.get("status") != "ok":
         return Result("health page", False, f"{url} answers {body}.")

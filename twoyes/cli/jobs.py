@@ -56,7 +56,9 @@ def close_undecided(now, dry_run, as_json):
 def tick(now, as_json):
     """Do what is due: open rounds, remind, close overdue rounds and idle engagements, deliver mail.
 
-    Safe every minute, and safe when two runs overlap.
+    Safe every minute, and safe when two runs overlap. Without a mail server on a
+    BASE_URL that is not loopback, everything else is done, the mail stays queued,
+    and tick exits 1 naming the missing setting.
 
     \b
     Example: a crontab line
@@ -68,7 +70,14 @@ def tick(now, as_json):
     report = deliver_due_mail(db, when, echo=lambda line: None)
     summary["mails_sent"] = report.sent
     if as_json:
-        print_json(summary | {"mails_waiting": report.waiting, "mails_failed": report.failed})
+        print_json(
+            summary
+            | {
+                "mails_waiting": report.waiting,
+                "mails_failed": report.failed,
+                "no_mail_server": report.no_mail_server,
+            }
+        )
     elif any(summary.values()):
         click.echo(", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in summary.items()))
     report_delivery(report)

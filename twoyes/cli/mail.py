@@ -3,20 +3,42 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
-from twoyes.cli.options import get_db, json_option, now_option, now_or_clock, print_json, with_app
+from twoyes.cli.options import (
+    get_db,
+    json_option,
+    now_option,
+    now_or_clock,
+    print_json,
+    settings,
+    with_app,
+)
 from twoyes.mail.delivery import deliver_due_mail
 from twoyes.outbox import list_mail, retry_mail
+from twoyes.settings import CONFIG_FILE
 from twoyes.times import utcnow
 
 
 def report_delivery(report) -> None:
+    """What did not go out, on stderr; exit 1 when no mail server is set to send it."""
     for line in report.errors:
         click.echo(line, err=True)
+    if report.no_mail_server:
+        # Cron mails this line to the operator, the journal keeps it: nothing is lost silently.
+        click.echo(missing_mail_server(report.waiting), err=True)
+        sys.exit(1)
     if report.waiting:
         click.echo(f"{report.waiting} mail(s) wait for a later retry.", err=True)
+
+
+def missing_mail_server(waiting: int) -> str:
+    where = f"set MAIL_SERVER in {Path(settings().instance_path) / CONFIG_FILE}"
+    if waiting:
+        return f"No mail was sent: {where} (or TWOYES_MAIL_SERVER); {waiting} mail(s) wait."
+    return f"No mail can be sent: {where} (or TWOYES_MAIL_SERVER); none waits yet."
 
 
 @click.command()
@@ -25,6 +47,10 @@ def report_delivery(report) -> None:
 @with_app
 def send(now, as_json):
     """Deliver queued mail; what fails now is retried by a later run.
+
+    Without MAIL_SERVER, mail is written to instance/mail/ as .eml files while
+    BASE_URL is a loopback address (development); on any other BASE_URL it
+    stays queued, and send exits 1 naming the missing setting.
 
     Example: python cli.py send
     """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import click
 from flask import render_template
@@ -26,6 +27,8 @@ from twoyes.cli.options import (
 from twoyes.cli.terminal import local, render_status, report_lines
 from twoyes.coach_view import get_coach, make_coach_link
 from twoyes.files import open_new_file, write_new_file
+from twoyes.mail.delivery import lacks_mail_server
+from twoyes.outbox import summarise_waiting
 from twoyes.reports import (
     EXPORT_COLUMNS,
     decision_rows,
@@ -33,6 +36,7 @@ from twoyes.reports import (
     practice_report,
     practice_status,
 )
+from twoyes.settings import CONFIG_FILE
 from twoyes.times import utcnow
 
 
@@ -83,7 +87,7 @@ def get_named_coach(db, coach_email: str | None) -> tuple[int | None, dict | Non
 @with_app
 def status(coach_email, now, as_json):
     """Show what needs attention now: open rounds and who has not decided, engagements
-    going quiet, mail that failed.
+    going quiet, mail that failed, and mail that waits (and why).
 
     Deadlines are shown in the practice's time zone.
 
@@ -93,11 +97,21 @@ def status(coach_email, now, as_json):
     coach_id, coach = get_named_coach(db, coach_email)
     when = now_or_clock(now)
     data = practice_status(db, when, settings().policy, coach_id)
+    data["waiting_mail"] = summarise_waiting(db, coach_id) | {
+        "no_mail_server": lacks_mail_server(settings())
+    }
     if as_json:
         print_json(data)
         return
     who = f"{coach['name']} <{coach['email']}>" if coach else "the practice"
-    text = render_status(data, when, settings().zone, who=who, tty=sys.stdout.isatty())
+    text = render_status(
+        data,
+        when,
+        settings().zone,
+        who=who,
+        config_file=Path(settings().instance_path) / CONFIG_FILE,
+        tty=sys.stdout.isatty(),
+    )
     click.echo(text, nl=False)
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import shutil
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -24,10 +26,17 @@ PLAIN_WIDTH = 100
 
 
 def render_status(
-    status: dict, now: datetime, zone: ZoneInfo, *, who: str, tty: bool = False
+    status: dict,
+    now: datetime,
+    zone: ZoneInfo,
+    *,
+    who: str,
+    config_file: Path | str,
+    tty: bool = False,
 ) -> str:
-    """The three parts of `practice_status` as text: open rounds, drifting engagements,
-    failed mail; a line for each part that is empty."""
+    """The parts of `status` as text: open rounds, drifting engagements, failed mail and
+    mail that waits (with `config_file`, where a missing mail server is set); a line for
+    each part that is empty."""
     width = shutil.get_terminal_size((PLAIN_WIDTH, 24)).columns if tty else PLAIN_WIDTH
     console = Console(
         file=io.StringIO(), width=width, force_terminal=tty, no_color=not tty, highlight=False
@@ -89,9 +98,43 @@ def render_status(
         console.print("  Send it again: python cli.py outbox retry MAIL")
     else:
         console.print("No failed mail.")
+    console.print()
+
+    waiting_lines = _waiting_mail(status["waiting_mail"], zone, config_file)
+    if waiting_lines:
+        console.print(Text("Mail waiting to be delivered", style="bold"))
+        for line in waiting_lines:
+            console.print(Padding(Text(line), (0, 0, 0, 2)))  # wrapped lines keep the indent
+    else:
+        console.print("No mail is waiting.")
     text = console.file.getvalue()
     # Plain text for cron mail and pipes: no padding at the ends of lines.
     return text if tty else "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def _waiting_mail(waiting: dict, zone: ZoneInfo, config_file: Path | str) -> list[str]:
+    """Why the mail that is not delivered yet waits: one line a reason, none when none waits."""
+    total = waiting["queued"] + waiting["retrying"] + waiting["sending"]
+    if total and waiting["no_mail_server"]:
+        return [
+            f"{total} mail(s) wait because no mail server is set: set MAIL_SERVER in "
+            f"{config_file} (or TWOYES_MAIL_SERVER), and the next send or tick delivers them."
+        ]
+    lines = []
+    if waiting["retrying"]:
+        lines.append(
+            f"{waiting['retrying']} mail(s) could not be delivered yet and will be retried, "
+            f"the next at {local(waiting['next_attempt_at'], zone)}; "
+            f"the last error: {waiting['last_error']}"
+        )
+    if waiting["queued"]:
+        lines.append(f"{waiting['queued']} mail(s) are queued for the next send or tick.")
+    if waiting["sending"]:
+        lines.append(
+            f"{waiting['sending']} mail(s) are being sent by a run (one that stopped is "
+            "taken over by a later run)."
+        )
+    return lines
 
 
 def report_lines(report: dict, *, who: str, zone: ZoneInfo) -> list[str]:

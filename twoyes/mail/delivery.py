@@ -1,44 +1,47 @@
-"""Delivery: rendering queued mail and handing it to SMTP (or to .eml files) exactly once.
+"""Delivery: rendering queued mail and handing it to SMTP (or, in development, to .eml files).
 
 Runs inside the Flask app context: the words come from templates/mail/, the
-SMTP settings from Flask-Mail. One SMTP connection per run. Flask-Mail 0.10
-has no timeout and does not verify TLS certificates by itself, so the
-connection is opened here with both, and each mail is written here too (see
-multipart_alternative) and handed to that connection's smtplib.SMTP. A batch is
-written one language at a time, then sent in the order it was queued. With no
-MAIL_SERVER set, each mail is written to instance/mail/ as an .eml file and its
-links are printed, so a newcomer can click through on one machine.
+SMTP settings from the app's `Settings`. One SMTP connection a run (a new one
+after MAIL_MAX_EMAILS mails), opened here with smtplib, a timeout and
+verified TLS; each mail's bytes are written by mime.py. A batch is written
+one language at a time, then sent in the order it was queued. A mail is
+marked sent only once the server accepted it.
+
+With no MAIL_SERVER, where mail goes depends on BASE_URL. On a loopback
+address (development), each mail is written to instance/mail/ as an .eml
+file and its links are printed, so a newcomer can click through on one
+machine. On any other address nothing is delivered and nothing is claimed:
+the mail stays queued, untried, until a mail server is set, and the report
+says so, because a production instance that writes its clients' mail to
+files loses it without a word.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import secrets
+import os
 import smtplib
 import ssl
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import policy, quoprimime
-from email.headerregistry import Address
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import css_inline
-import flask_mail
 import sqlite_utils
 from flask import current_app, render_template
 from flask_babel import force_locale, get_translations
 from jinja2 import TemplateError
 
+from twoyes.mail.mime import address_header, header, multipart_alternative, subject_header
 from twoyes.mail.wording import bound_gettext, subject_for
 from twoyes.outbox import claim_due_mail, count_waiting, mark_failed_attempt, mark_sent
 from twoyes.people import ascii_address
-
-# The modern policy folds a long accented name correctly (Flask-Mail 0.10's legacy one puts
-# a space inside it), encodes non-ASCII words (RFC 2047) and refuses CR/LF in any header.
-SMTP = policy.SMTP
+from twoyes.settings import Settings
 
 
 @dataclass
@@ -48,6 +51,8 @@ class DeliveryReport:
     failed: int = 0
     waiting: int = 0
     errors: list[str] = field(default_factory=list)
+    # No MAIL_SERVER on a BASE_URL that is not loopback: nothing was delivered or tried.
+    no_mail_server: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,52 +65,74 @@ class Message:
     data: bytes
 
 
-class Connection(flask_mail.Connection):
-    """Flask-Mail's connection with a timeout and verified TLS, sending mail written here."""
+def open_smtp(settings: Settings) -> smtplib.SMTP:
+    """A connection to the mail server, logged in when a login is set.
 
-    def configure_host(self) -> smtplib.SMTP:
-        settings = current_app.extensions["twoyes"]
-        context = ssl.create_default_context(cafile=settings.mail_ca_file)
-        timeout = settings.mail_timeout
-        host: smtplib.SMTP
-        if self.mail.use_ssl:
-            host = smtplib.SMTP_SSL(
-                self.mail.server, self.mail.port, timeout=timeout, context=context
-            )
-        else:
-            host = smtplib.SMTP(self.mail.server, self.mail.port, timeout=timeout)
-        if self.mail.use_tls:
+    TLS (MAIL_USE_SSL from the start, or MAIL_USE_TLS by STARTTLS) verifies the
+    server's certificate against the system's CAs, or MAIL_CA_FILE; every wait
+    ends after MAIL_TIMEOUT seconds. OSError or smtplib.SMTPException when the
+    server cannot be reached, its certificate does not verify, or the login fails.
+    """
+    context = ssl.create_default_context(cafile=settings.mail_ca_file)
+    server, port, timeout = settings.mail_server, settings.mail_port, settings.mail_timeout
+    host: smtplib.SMTP
+    if settings.mail_use_ssl:
+        host = smtplib.SMTP_SSL(server, port, timeout=timeout, context=context)
+    else:
+        host = smtplib.SMTP(server, port, timeout=timeout)
+    try:
+        if settings.mail_use_tls:
             host.starttls(context=context)
-        if self.mail.username and self.mail.password:
-            host.login(self.mail.username, self.mail.password)
-        return host
+        if settings.mail_username and settings.mail_password:
+            host.login(settings.mail_username, settings.mail_password)
+    except (OSError, smtplib.SMTPException):
+        host.close()
+        raise
+    return host
 
-    def send(self, message: Message) -> None:  # type: ignore[override]
-        """Hand one mail to the server; returns once the server accepted it.
 
-        Flask-Mail's own send would put the message together a second time.
-        """
-        if self.host is None:  # MAIL_SUPPRESS_SEND: Flask-Mail counts it as sent
-            return
+def close_smtp(host: smtplib.SMTP) -> None:
+    """Say goodbye to the server; a server that hung up first has nothing left to lose."""
+    try:
+        host.quit()
+    except (OSError, smtplib.SMTPException):
+        host.close()
+
+
+class Connection:
+    """One run's SMTP connection: after MAIL_MAX_EMAILS mails the next mail gets a new one.
+
+    The new connection is opened before the next mail, not right after the last one:
+    a mail the server accepted must never look lost because the reconnect failed.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.host: smtplib.SMTP | None = open_smtp(settings)
+        self.sent = 0
+
+    def send(self, message: Message) -> None:
+        """Hand one mail to the server; returns once the server accepted it."""
+        if self.host is None:
+            self.host = open_smtp(self.settings)
         self.host.sendmail(message.sender, [message.recipient], message.data)
-        self.num_emails += 1
-        if self.num_emails == self.mail.max_emails:
-            self.num_emails = 0
-            self.host.quit()
-            self.host = self.configure_host()
+        self.sent += 1
+        if self.settings.mail_max_emails and self.sent % self.settings.mail_max_emails == 0:
+            host, self.host = self.host, None
+            close_smtp(host)
+
+    def close(self) -> None:
+        if self.host is not None:
+            close_smtp(self.host)
+            self.host = None
 
 
 class Writer:
     """Writes outbox rows as mails; what is the same for every mail of a run is done once."""
 
-    def __init__(self) -> None:
-        settings = current_app.extensions["twoyes"]
-        sender = current_app.extensions["mail"].default_sender
-        if isinstance(sender, tuple):
-            sender = Address(display_name=sender[0], addr_spec=sender[1])
-        self.from_header = header("From", sender)
-        address = sender.addr_spec if isinstance(sender, Address) else parseaddr(sender)[1]
-        self.sender = address
+    def __init__(self, settings: Settings) -> None:
+        self.from_header = header("From", settings.mail_default_sender)
+        self.sender = address = parseaddr(settings.mail_default_sender)[1]
         self.domain = address.rpartition("@")[2] or urlsplit(settings.base_url).hostname or "twoyes"
         self.base_url = settings.base_url
 
@@ -158,58 +185,6 @@ class Writer:
         return Message(self.sender, recipient, subject, multipart_alternative(head, text, html))
 
 
-def header(name: str, value: str | Address) -> str:
-    """One header, folded and ending in CRLF, written the way EmailMessage writes it."""
-    return SMTP.fold(*SMTP.header_store_parse(name, value))
-
-
-# The modern policy parses every header it writes, and most mails of a run share their
-# subject and reply to one of a few coaches: so each of these is written once.
-@functools.lru_cache(maxsize=1024)
-def subject_header(subject: str) -> str:
-    return header("Subject", subject)
-
-
-@functools.lru_cache(maxsize=4096)
-def address_header(name: str, display_name: str, address: str) -> str:
-    return header(name, Address(display_name=display_name, addr_spec=address))
-
-
-def multipart_alternative(head: list[str], text: str, html: str) -> bytes:
-    """The whole mail: its headers, then the text and the HTML as alternatives, in UTF-8.
-
-    The same shape EmailMessage gives set_content(text) plus add_alternative(html), each
-    part quoted-printable, so no line is too long for SMTP. Written here because building
-    and flattening an EmailMessage (as Flask-Mail's Message does) took about half of the
-    time of a send run: it parses every header it is given and folds it again.
-    """
-    # "=_" never occurs in quoted-printable, so no part can contain the boundary (RFC 2045).
-    boundary = f"=_{secrets.token_hex(12)}"
-    return "".join(
-        [
-            *head,
-            "MIME-Version: 1.0\r\n",
-            f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
-            f"\r\n--{boundary}\r\n",
-            'Content-Type: text/plain; charset="utf-8"\r\n',
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-            quoted_printable(text),
-            f"\r\n--{boundary}\r\n",
-            'Content-Type: text/html; charset="utf-8"\r\n',
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-            quoted_printable(html),
-            f"\r\n--{boundary}--\r\n",
-        ]
-    ).encode("ascii")
-
-
-def quoted_printable(text: str) -> str:
-    """The body as EmailMessage.set_content(text, cte="quoted-printable") writes it."""
-    lines = text.encode("utf-8").splitlines()
-    body = b"\n".join(lines).decode("latin-1") + "\n"
-    return quoprimime.body_encode(body, SMTP.max_line_length, eol="\r\n")
-
-
 @functools.lru_cache(maxsize=4096)
 def smtp_address(address: str) -> str:
     """ascii_address, remembered: most mails of a run reply to a handful of coaches."""
@@ -219,24 +194,37 @@ def smtp_address(address: str) -> str:
 def deliver_due_mail(
     db: sqlite_utils.Database, now: datetime, echo: Callable[[str], None] = print
 ) -> DeliveryReport:
-    """Deliver every mail that is due; each one is marked sent only once it was accepted."""
+    """Deliver every mail that is due; each one is marked sent only once it was accepted.
+
+    Without a mail server, only a loopback BASE_URL writes .eml files; on any
+    other, nothing is claimed or tried and the report says `no_mail_server`.
+    """
+    settings = current_app.extensions["twoyes"]
     report = DeliveryReport()
-    if current_app.extensions["twoyes"].mail_server:
-        _deliver_over_smtp(db, now, report)
+    if settings.mail_server:
+        _deliver_over_smtp(db, now, report, settings)
+    elif lacks_mail_server(settings):
+        report.no_mail_server = True
     else:
-        _deliver_to_files(db, now, report, echo)
+        _deliver_to_files(db, now, report, settings, echo)
     report.waiting = count_waiting(db)
     return report
 
 
-def _deliver_to_files(db, now, report, echo) -> None:
-    folder = Path(current_app.extensions["twoyes"].instance_path) / "mail"
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = Writer()
+def lacks_mail_server(settings: Settings) -> bool:
+    """Whether mail cannot go anywhere: no MAIL_SERVER, and a BASE_URL that is not loopback."""
+    return not settings.mail_server and not settings.loopback
+
+
+def _deliver_to_files(db, now, report, settings: Settings, echo) -> None:
+    folder = Path(settings.instance_path) / "mail"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)  # also when someone made the folder before us: the mails are personal
+    writer = Writer(settings)
     while batch := claim_due_mail(db, now):
         for mail, message in write_batch(db, batch, now, report, writer):
             path = folder / f"{mail['id']:06d}-{mail['kind']}.eml"
-            path.write_bytes(message.data)
+            write_private(path, message.data)
             links = writer.links_of(mail)  # before mark_sent wipes the tokens
             # Marked first: a reader who closes our stdout (| head) must not leave it 'sending'.
             mark_sent(db, mail, now)
@@ -247,13 +235,31 @@ def _deliver_to_files(db, now, report, echo) -> None:
                 echo(f"  {name}: {url}")
 
 
-def _deliver_over_smtp(db, now, report) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (0600), replacing any file of that name.
+
+    The bytes go to a new file (mkstemp makes it 0600), renamed over the target: never
+    written through a link, and never with an old file's mode (a database started
+    afresh numbers its mails from 1 again).
+    """
+    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".partial")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.replace(partial, path)
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
+
+
+def _deliver_over_smtp(db, now, report, settings: Settings) -> None:
     batch = claim_due_mail(db, now)
     if not batch:
         return
-    writer = Writer()
+    writer = Writer(settings)
     try:
-        connection = Connection(current_app.extensions["mail"]).__enter__()
+        connection = Connection(settings)
     except (OSError, smtplib.SMTPException) as error:
         _give_back(db, batch, now, report, f"could not reach the mail server: {error}")
         return
@@ -288,10 +294,8 @@ def _deliver_over_smtp(db, now, report) -> None:
                     report.sent += 1
             batch = claim_due_mail(db, now)
     finally:
-        try:
-            connection.__exit__(None, None, None)
-        except (OSError, smtplib.SMTPException):
-            pass  # the server hung up first; everything it accepted is marked sent already
+        # A server that hung up first loses nothing: what it accepted is marked sent already.
+        connection.close()
 
 
 def write_batch(db, batch, now, report, writer: Writer) -> list[tuple[dict, Message]]:
