@@ -260,7 +260,7 @@ def test_a_member_stops_and_the_rest_go_on(app, db, client, smtp, crew):
         usefulness="9",
         note="I have what I need, thank you.",
     )
-    assert "We have recorded your choice: stop." in page
+    assert "Recorded: you have what you need for now." in page
     assert "2 of 3 members have decided" in page
     assert "<form" not in page  # a stop is final
 
@@ -383,7 +383,8 @@ def test_the_facilitator_stops_and_the_group_ends_at_once(app, db, client, smtp,
         assert post_again(client, only_mail(smtp, who, ASK)).status_code == 409
         page = plain(page_of(client, only_mail(smtp, who, ASK)))
         assert "This round is closed" in page
-        assert "<form" not in page
+        assert 'name="choice"' not in page  # no deciding; only the welcome-back button
+        assert "Ask for a new session" in page
 
     smtp.clear()
     send(app, db)
@@ -1074,7 +1075,7 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
     page = decide_by_mail(client, anna_ask, "continue")
     assert "You can still change this into stop" in page
     page = decide_by_mail(client, anna_ask, "stop", reason="not_useful", note="Not my format.")
-    assert "We have recorded your choice: stop." in page
+    assert "Recorded: you have what you need for now." in page
     assert member_status()[address("anna")] == "left"
     for who in ("ben", "chloe", "gijs", "coach"):
         decide_by_mail(client, only_mail(smtp, who, ASK, since=mark_3), "continue")

@@ -126,8 +126,8 @@ def test_the_page_speaks_the_language_of_the_token_owner(app, db, client, smtp, 
     assert page.status_code == 200
     assert '<html lang="nl">' in html
     assert "Nog een sessie?" in html
-    assert "Je koos in de mail “Ik heb voor nu wat ik nodig heb”." in html
-    assert ">Doorgaan</button>" in html
+    assert "Je koos: ik heb voor nu wat ik nodig heb." in html
+    assert ">Bevestigen</button>" in html
 
 
 def test_a_page_without_a_token_follows_the_browser(client):

@@ -86,6 +86,11 @@ def describe_party(
         "members_total": sum(1 for p in parties if p["role"] == "client"),
         # Past the deadline the round only waits for cron to close it: no more answers.
         "deadline_passed": now is not None and to_db(now) >= me["deadline_at"],
+        # R8: a client whose sessions ended with this round may ask to come back from its page,
+        # as from the welcome-back link in the outcome mail.
+        "welcome_back": me["role"] == "client"
+        and me["round_status"] == "closed"
+        and (me["outcome"] == "stop" or me["member_status"] == "left"),
     }
     if me["role"] == "coach":
         view["others"] = [
