@@ -12,7 +12,9 @@ CREATE TABLE IF NOT EXISTS coaches (
     name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
     email TEXT NOT NULL UNIQUE COLLATE NOCASE,
     lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    -- The name mails greet them with; people.py fills in the first word of the name.
+    call_name TEXT CHECK (length(call_name) BETWEEN 1 AND 100)
 );
 
 -- A forgotten client (on request, or at the end of retention) keeps their row,
@@ -24,7 +26,8 @@ CREATE TABLE IF NOT EXISTS clients (
     email TEXT NOT NULL UNIQUE COLLATE NOCASE,
     lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
     created_at TEXT NOT NULL,
-    forgotten_at TEXT
+    forgotten_at TEXT,
+    call_name TEXT CHECK (length(call_name) BETWEEN 1 AND 100)
 );
 
 CREATE TABLE IF NOT EXISTS engagements (

@@ -194,6 +194,14 @@ def deliver(app, db, now=None):
         return deliver_due_mail(db, when, echo=lambda line: None)
 
 
+def year_unless_now(year: int) -> str:
+    """What follows a day and month people read: " 2027" in another year, nothing in this one
+    (on the practice's wall clock in Amsterdam, as the tests set it)."""
+    from zoneinfo import ZoneInfo
+
+    return "" if year == datetime.now(ZoneInfo("Europe/Amsterdam")).year else f" {year}"
+
+
 def dump(db) -> str:
     """The whole database as SQL, to compare before and after a refused request."""
     return "\n".join(db.conn.iterdump())

@@ -708,6 +708,9 @@ def test_init_upgrades_a_version_2_database(run, db, practice, app, client):
         " expires_at FROM tokens",
         "DROP TABLE tokens",
         "ALTER TABLE tokens_v2 RENAME TO tokens",
+        # Version 4 added the name people are called by.
+        "ALTER TABLE coaches DROP COLUMN call_name",
+        "ALTER TABLE clients DROP COLUMN call_name",
         "PRAGMA user_version = 2",
     ):
         db.conn.execute(statement)

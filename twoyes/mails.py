@@ -34,6 +34,7 @@ def queue_decision_mail(
         context={
             "role": party["role"],
             "name": party["name"],
+            "call_name": party["call_name"],
             "coach_name": party["coach_name"],
             "title": party["title"],
             "group": party["kind"] == "group",
@@ -90,6 +91,8 @@ facts AS (
     SELECT parties.*, engagements.title, engagements.kind,
            coaches.name AS coach_name, coaches.email AS coach_email,
            coalesce(clients.name, coaches.name) AS name,
+           CASE WHEN parties.client_id IS NULL THEN coaches.call_name
+                ELSE clients.call_name END AS call_name,
            coalesce(clients.email, coaches.email) AS email,
            coalesce(clients.lang, coaches.lang) AS lang,
            members.id AS member_id, sessions.starts_at AS session_at,
@@ -120,6 +123,7 @@ said AS (
     -- what only its coach hears (who said what, and whose rating was low).
     SELECT round_id,
            max(CASE WHEN role = 'coach' THEN choice END) AS coach_choice,
+           max(CASE WHEN role = 'coach' THEN reason END) AS coach_reason,
            count(client_id) AS members_total,
            count(CASE WHEN client_id AND choice = 'continue' THEN 1 END) AS members_continuing,
            count(CASE WHEN client_id AND choice = 'stop' THEN 1 END) AS members_stopped,
@@ -140,8 +144,8 @@ said AS (
     GROUP BY round_id
 ),
 mails AS (
-    SELECT facts.*, said.coach_choice, said.members_total, said.members_continuing,
-           said.members_stopped, said.members_silent, said.client_names,
+    SELECT facts.*, said.coach_choice, said.coach_reason, said.members_total,
+           said.members_continuing, said.members_stopped, said.members_silent, said.client_names,
            said.low_usefulness, said.client_choices, links.raw AS welcome_back_token
     FROM facts
     LEFT JOIN said ON said.round_id = facts.round_id
@@ -149,12 +153,15 @@ mails AS (
 )
 SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
        json_object(
-           'role', role, 'name', name, 'coach_name', coach_name, 'title', title,
+           'role', role, 'name', name, 'call_name', call_name, 'coach_name', coach_name,
+           'title', title,
            'group', json(iif(kind = 'group', 'true', 'false')),
            'outcome', outcome, 'end_reason', end_reason, 'session_at', session_at,
            'you_left', json(iif(leaves AND outcome = 'continue', 'true', 'false')),
            'my_choice', choice, 'my_reason', reason,
            'coach_choice', coach_choice,
+           -- Only which sentence a client reads after the coach's stop depends on it.
+           'coach_reason', coach_reason,
            'members_total', coalesce(members_total, 0),
            'members_continuing', coalesce(members_continuing, 0),
            'members_stopped', coalesce(members_stopped, 0),
@@ -196,6 +203,7 @@ def queue_welcome_back_mail(
         context={
             "role": "coach",
             "name": member["coach_name"],
+            "call_name": member["coach_call_name"],
             "client_name": member["client_name"],
             "client_email": member["client_email"],
             "title": member["title"],

@@ -101,6 +101,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         settings.token_rate_limit, settings.ratelimit_storage_uri
     )
     app.session_interface = NoSessions()
+    if sources["MAIL_DEFAULT_SENDER"] == "default" and settings.practice_name:
+        # Mail comes from the practice by name, not from "twoyes", until a sender is set.
+        app.config["MAIL_DEFAULT_SENDER"] = (settings.practice_name, "twoyes@localhost")
     mail.init_app(app)
     if settings.proxies:
         # Behind nginx or Caddy the client's address is in X-Forwarded-For.
