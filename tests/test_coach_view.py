@@ -199,8 +199,8 @@ def test_status_for_an_unknown_coach(run, practice):
     result = run("status", "--coach", "nobody@example.org")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        "Error: There is no coach with the address nobody@example.org; add one with "
-        "`python cli.py coach add NAME nobody@example.org`."
+        "Error: There is no coach with the address nobody@example.org; check it, or add the "
+        "coach first with `python cli.py coach add NAME EMAIL`."
     ]
 
 
@@ -331,8 +331,8 @@ def test_report_html_is_one_well_formed_self_contained_page(run, practice, tmp_p
     assert "<td>Client can go on alone</td><td>1</td>" in page
     assert "<td>1</td><td>4.5</td><td>2</td>" in page
     assert "<td>Clients</td><td>75%</td><td>4</td>" in page
-    # Replaced on the next run (a report is made to be made again).
-    ok(run(*args))
+    # Replaced on the next run when asked to (a report is made to be made again).
+    ok(run(*args, "--force"))
     assert path.read_text(encoding="utf-8").count("<svg") == 4
 
 
@@ -355,6 +355,20 @@ def test_report_html_speaks_the_coachs_language(run, practice, tmp_path, extract
     assert "Rapport voor Eve Visser" in page
     leaks = [sentence for sentence in english_sentences(extracted) if sentence in page]
     assert not leaks, leaks
+
+
+def test_report_html_keeps_an_existing_file_unless_forced(run, practice, tmp_path):
+    path = tmp_path / "report.html"
+    path.write_text("last year's report\n")
+    result = run("report", "--html", path)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"Error: {path} exists already; choose another name, or add --force to replace it."
+    )
+    assert path.read_text() == "last year's report\n"
+    ok(run("report", "--html", path, "--force"))
+    assert "<svg" in path.read_text(encoding="utf-8")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_report_html_to_a_folder_that_does_not_exist(run, practice, tmp_path):
@@ -383,7 +397,11 @@ def test_export_writes_one_row_per_decision_and_no_tokens(run, db, practice, tmp
         ["bob@example.org"],
     ).fetchone()[0]
     assert len(rows) == bobs == 10  # five rounds, two parties each
-    assert result.stdout == f"Wrote 10 decision(s) to {path}.\n"
+    # Counted are the decisions made; the parties who never answered are said apart.
+    assert sum(1 for row in rows if row["choice"]) == 7
+    assert result.stdout == (
+        f"Wrote 7 decisions to {path}, and 3 rows for parties who did not answer.\n"
+    )
     assert {row["coach"] for row in rows} == {"bob@example.org"}
     assert not any("erik" in row["party"] or "fleur" in row["party"] for row in rows)
     (stop,) = [

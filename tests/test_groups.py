@@ -728,7 +728,7 @@ def test_remove_member_says_so_when_too_few_are_left(app, db, client, smtp, run,
     assert result.exit_code == 0, result.stderr
     shown = describe_engagement(db, engagement_id)
     assert (shown["status"], shown["end_reason"]) == ("ended", "members_left")
-    assert "members_left" in result.stdout
+    assert "the group ended (too few group members continued)" in result.stdout
     assert "everyone had decided" not in result.stdout
 
 
@@ -1116,7 +1116,7 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
         run, "decide", round_4, "--choice", "stop", "--reason", "other",
         "--note", "The training is complete.", "--now", at(t4 + timedelta(hours=3)),
     )  # fmt: skip
-    assert "The round closed and the engagement ended (coach_stopped)." in out
+    assert "The round closed and the engagement ended (coach stopped)." in out
     chloe_ask = only_mail(smtp, "chloe", ASK, since=mark_4)
     assert post_again(client, chloe_ask).status_code == 409
     mark = len(smtp.messages)
@@ -1149,7 +1149,7 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
     ]
     assert [len(s["round"]["decisions"]) for s in final["sessions"]] == [7, 6, 5, 4]
     text = cli_ok(run, "engagement", "show", training)
-    assert "group, ended (coach_stopped)" in text
+    assert "group, ended (coach stopped)" in text
     assert f"client: {name('daan')} <{address('daan')}> (left)" in text
     assert f"client: {name('gijs')} <{address('gijs')}> (active)" in text
 

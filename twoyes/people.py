@@ -8,6 +8,7 @@ a second mail header.
 
 from __future__ import annotations
 
+import difflib
 import re
 import sqlite3
 import unicodedata
@@ -102,7 +103,14 @@ def add_person(
                 [name, call_name, email, lang, to_db(now)],
             )
         except sqlite3.IntegrityError as error:
-            raise Conflict(f"There is already a {role} with the address {email}.") from error
+            # The address as it is stored, which may differ from the typed one in case.
+            stored = db.conn.execute(
+                f"SELECT name, email FROM {table} WHERE email = ?",  # nosec B608
+                [email],
+            ).fetchone()
+            raise Conflict(
+                f"There is already a {role} with the address {stored['email']} ({stored['name']})."
+            ) from error
         log_event(db, f"{role}_added", now, **{f"{role}_id": cursor.lastrowid})
     return cursor.lastrowid
 
@@ -134,8 +142,33 @@ def get_person_by_email(db: sqlite_utils.Database, role: str, email: str) -> dic
     if row is not None and dict(row).get("forgotten_at"):
         row = None  # a forgotten client answers to no address, not even their placeholder
     if row is None:
-        raise NotFound(
-            f"There is no {role} with the address {email.strip()}; add one with "
-            f"`python cli.py {role} add NAME {email.strip()}`."
-        )
+        raise NotFound(unknown_address(db, role, email.strip()))
     return dict(row)
+
+
+def unknown_address(db: sqlite_utils.Database, role: str, email: str) -> str:
+    """Why an address finds nobody: most often a typo, so the stored address it is nearest to
+    is offered; never a command that would add a person under the mistyped one."""
+    local, _, domain = email.lower().rpartition("@")
+    near = None
+    # The table name comes from ROLES, never from input.
+    for (known,) in db.conn.execute(f"SELECT email FROM {ROLES[role]}"):  # nosec B608
+        known_local, _, known_domain = known.lower().rpartition("@")
+        if known_domain.endswith(".invalid"):
+            continue  # forgotten clients answer to no address
+        # A slip in one half of the address, the other half the same.
+        if (known_domain == domain and _alike(local, known_local)) or (
+            known_local == local and _alike(domain, known_domain)
+        ):
+            near = known
+            break
+    if near:
+        return f"There is no {role} with the address {email}; did you mean {near}?"
+    return (
+        f"There is no {role} with the address {email}; check it, or add the {role} first "
+        f"with `python cli.py {role} add NAME EMAIL`."
+    )
+
+
+def _alike(typed: str, stored: str) -> bool:
+    return difflib.SequenceMatcher(None, typed, stored).ratio() >= 0.7

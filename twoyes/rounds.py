@@ -14,7 +14,12 @@ from datetime import datetime
 import sqlite_utils
 
 from twoyes.db import transaction
-from twoyes.engagements import end_staged_engagements, get_engagement, stage_endings
+from twoyes.engagements import (
+    end_staged_engagements,
+    get_engagement,
+    session_number,
+    stage_endings,
+)
 from twoyes.errors import N_, Conflict, Invalid, NotFound
 from twoyes.events import log_event
 from twoyes.mails import queue_decision_mail, queue_outcome_mails
@@ -75,10 +80,11 @@ def require_open_for_sessions(db: sqlite_utils.Database, engagement: dict) -> No
         [engagement["id"]],
     ).fetchone()
     if open_round_:
+        number = session_number(db, open_round_["session_id"])
         raise Conflict(
-            f"Engagement {engagement['id']} already has an open round "
-            f"(round {open_round_['id']}, after session {open_round_['session_id']}); "
-            "decide it or run close-undecided first."
+            f"Engagement {engagement['id']} is still waiting for the decisions after session "
+            f"{number} (round {open_round_['id']}); decide that round first: "
+            f"`python cli.py decide {open_round_['id']} --choice continue` (or stop)."
         )
 
 
@@ -131,7 +137,7 @@ def record_decision(
     with transaction(db):
         party = db.conn.execute(
             "SELECT decisions.*, rounds.status AS round_status, rounds.engagement_id,"
-            " rounds.deadline_at, engagements.kind, engagements.min_members,"
+            " rounds.deadline_at, rounds.closed_at, engagements.kind, engagements.min_members,"
             " members.status AS member_status, members.id AS member_id"
             " FROM decisions JOIN rounds ON rounds.id = decisions.round_id"
             " JOIN engagements ON engagements.id = rounds.engagement_id"
@@ -139,6 +145,11 @@ def record_decision(
             " AND members.client_id = decisions.client_id WHERE decisions.id = ?",
             [decision_id],
         ).fetchone()
+        if party["round_status"] == "closed" and party["closed_at"] >= party["deadline_at"]:
+            # R4: closed by the sweep at the deadline; silence counted as stop.
+            raise Conflict(
+                N_("This round closed at its deadline, so an answer after it could not be counted.")
+            )
         if party["round_status"] == "closed":
             raise Conflict(N_("This round is closed already; your answer was not needed any more."))
         if to_db(now) >= party["deadline_at"]:

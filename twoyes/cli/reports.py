@@ -112,11 +112,12 @@ def status(coach_email, now, as_json):
     "--html",
     "html_path",
     type=click.Path(dir_okay=False),
-    help="Also write the report with charts as one page to open or print (replaces the file).",
+    help="Also write the report with charts as one page to open or print.",
 )
+@click.option("--force", is_flag=True, help="Replace the --html file if it exists.")
 @json_option
 @with_app
-def report(coach_email, since, html_path, as_json):
+def report(coach_email, since, html_path, force, as_json):
     """Show how engagements went over a period.
 
     Engagements started and ended, sessions per ended engagement, why they
@@ -136,11 +137,8 @@ def report(coach_email, since, html_path, as_json):
     if html_path:
         with force_locale(coach["lang"] if coach else settings().language):
             page = render_report_page(data, coach["name"] if coach else None, start, now)
-        try:
-            with open(html_path, "w", encoding="utf-8") as file:
-                file.write(page)
-        except OSError as error:
-            raise click.ClickException(f"Cannot write {html_path}: {error.strerror}.") from error
+        with open_new_file(html_path, force) as file:
+            file.write(page)
     if as_json:
         print_json(data)
         return
@@ -204,24 +202,42 @@ def export(csv_path, coach_email, force, as_json):
     Example: python cli.py export --csv decisions.csv --coach bob@example.org
     """
     coach_id, _ = scope(get_db(), coach_email)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-    try:
-        descriptor = os.open(csv_path, flags, 0o600)
-    except FileExistsError as error:
-        raise click.ClickException(
-            f"{csv_path} exists already; choose another name, or add --force to replace it."
-        ) from error
-    except OSError as error:
-        raise click.ClickException(f"Cannot write {csv_path}: {error.strerror}.") from error
-    os.fchmod(descriptor, 0o600)  # a file replaced with --force keeps its old mode otherwise
-    count = 0
-    with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as file:
+    rows = decided = 0
+    with open_new_file(csv_path, force) as file:
         writer = csv.DictWriter(file, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
         for row in decision_rows(get_db(), coach_id):
             writer.writerow({key: spreadsheet_safe(value) for key, value in row.items()})
-            count += 1
+            rows += 1
+            decided += row["choice"] is not None
     if as_json:
-        print_json({"path": csv_path, "rows": count})
-    else:
-        click.echo(f"Wrote {count} decision(s) to {csv_path}.")
+        print_json(
+            {"path": csv_path, "rows": rows, "decisions": decided, "no_answer": rows - decided}
+        )
+        return
+    # A row is a party of a round; one who never answered has a row without a choice.
+    silent = rows - decided
+    click.echo(
+        f"Wrote {decided} decision{'' if decided == 1 else 's'} to {csv_path}"
+        + (
+            f", and {silent} row{'' if silent == 1 else 's'} for parties who did not answer."
+            if silent
+            else "."
+        )
+    )
+
+
+def open_new_file(path: str, force: bool):
+    """A file to write, readable only by its owner; an existing one is refused unless
+    `force` (a report or an export is never overwritten by a slip)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        descriptor = os.open(path, flags, 0o600)
+    except FileExistsError as error:
+        raise click.ClickException(
+            f"{path} exists already; choose another name, or add --force to replace it."
+        ) from error
+    except OSError as error:
+        raise click.ClickException(f"Cannot write {path}: {error.strerror}.") from error
+    os.fchmod(descriptor, 0o600)  # a file replaced with --force keeps its old mode otherwise
+    return os.fdopen(descriptor, "w", encoding="utf-8", newline="")
