@@ -357,20 +357,6 @@ def test_report_html_speaks_the_coachs_language(run, practice, tmp_path, extract
     assert not leaks, leaks
 
 
-def test_report_html_keeps_an_existing_file_unless_forced(run, practice, tmp_path):
-    path = tmp_path / "report.html"
-    path.write_text("last year's report\n")
-    result = run("report", "--html", path)
-    assert result.exit_code == 1
-    assert result.stderr.strip() == (
-        f"Error: {path} exists already; choose another name, or add --force to replace it."
-    )
-    assert path.read_text() == "last year's report\n"
-    ok(run("report", "--html", path, "--force"))
-    assert "<svg" in path.read_text(encoding="utf-8")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
 def test_report_html_to_a_folder_that_does_not_exist(run, practice, tmp_path):
     path = tmp_path / "no" / "such" / "report.html"
     result = run("report", "--html", path)
@@ -415,17 +401,29 @@ def test_export_writes_one_row_per_decision_and_no_tokens(run, db, practice, tmp
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_export_keeps_an_existing_file_unless_forced(run, practice, tmp_path):
-    path = tmp_path / "decisions.csv"
+@pytest.mark.parametrize(
+    ("command", "made"),
+    [
+        # The whole practice: seven rounds, two parties each.
+        (("export", "--csv"), lambda path: len(rows_of(path)) == 14),
+        (("report", "--html"), lambda path: "<svg" in path.read_text(encoding="utf-8")),
+    ],
+    ids=["export", "report"],
+)
+def test_a_file_written_for_you_keeps_an_existing_one_unless_forced(
+    run, practice, tmp_path, command, made
+):
+    path = tmp_path / "mine.txt"
     path.write_text("my own analysis\n")
-    result = run("export", "--csv", path)
+    result = run(*command, path)
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         f"Error: {path} exists already; choose another name, or add --force to replace it."
     )
     assert path.read_text() == "my own analysis\n"
-    ok(run("export", "--csv", path, "--force"))
-    assert len(rows_of(path)) == 14  # the whole practice: seven rounds, two parties each
+    ok(run(*command, path, "--force"))
+    assert made(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_export_disarms_a_note_a_spreadsheet_would_run(run, db, practice, tmp_path):
