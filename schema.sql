@@ -14,7 +14,9 @@ CREATE TABLE IF NOT EXISTS coaches (
     name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
     email TEXT NOT NULL UNIQUE COLLATE NOCASE,
     lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    -- The name mails greet them with; people.py fills in the first word of the name.
+    call_name TEXT CHECK (length(call_name) BETWEEN 1 AND 100)
 );
 
 -- A forgotten client (on request, or at the end of retention) keeps their row,
@@ -26,7 +28,8 @@ CREATE TABLE IF NOT EXISTS clients (
     email TEXT NOT NULL UNIQUE COLLATE NOCASE,
     lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
     created_at TEXT NOT NULL,
-    forgotten_at TEXT
+    forgotten_at TEXT,
+    call_name TEXT CHECK (length(call_name) BETWEEN 1 AND 100)
 );
 
 CREATE TABLE IF NOT EXISTS engagements (
@@ -215,6 +218,8 @@ SELECT decisions.id, decisions.round_id, decisions.role, decisions.client_id,
        coaches.name AS coach_name, coaches.email AS coach_email, coaches.lang AS coach_lang,
        clients.name AS client_name, clients.email AS client_email,
        coalesce(clients.name, coaches.name) AS name,
+       CASE WHEN decisions.client_id IS NULL THEN coaches.call_name
+            ELSE clients.call_name END AS call_name,
        coalesce(clients.email, coaches.email) AS email,
        coalesce(clients.lang, coaches.lang) AS lang,
        members.id AS member_id, members.status AS member_status

@@ -257,15 +257,19 @@ def catalogue(path):
         return read_po(file)
 
 
+def forms(text: str | tuple[str, ...]) -> tuple[str, ...]:
+    """A message's text, or each of its plural forms (ngettext's singular and plural)."""
+    return text if isinstance(text, tuple) else (text,)
+
+
 def english_sentences(extracted) -> list[str]:
     """The longer English sentences, without placeholders: none may show in a Dutch mail."""
     sentences = []
     for message in extracted:
-        if not message.id or len(message.id) < 25:
-            continue
-        for piece in PLACEHOLDER.split(message.id):
-            if len(piece.strip(' .,:;?()"')) >= 25:
-                sentences.append(piece.strip())
+        for text in forms(message.id) if message.id else ():
+            for piece in PLACEHOLDER.split(text):
+                if len(piece.strip(' .,:;?()"')) >= 25:
+                    sentences.append(piece.strip())
     return sentences
 
 
@@ -675,3 +679,59 @@ def assert_invariants(db, *, swept_at: datetime | None = None) -> None:
     assert not problems, "\n".join(problems[:20]) + (
         f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
     )
+
+
+def year_unless_now(year: int) -> str:
+    """What follows a day and month people read: " 2027" in another year, nothing in this one
+    (on the practice's wall clock in Amsterdam, as the tests set it)."""
+    from zoneinfo import ZoneInfo
+
+    return "" if year == datetime.now(ZoneInfo("Europe/Amsterdam")).year else f" {year}"
+
+
+# --- the command line, as a coach types it ----------------------------------------------------
+
+NEXT_YEAR = T0.year + 1  # sessions planned in the future, whatever today's date
+
+
+def as_json(result):
+    return json.loads(result.stdout)
+
+
+def start(run, coach, *clients, extra=()):
+    """Start an engagement on the command line; returns its id."""
+    args = ["engagement", "start", "--coach", coach, "--json", *extra]
+    for client in clients:
+        args += ["--client", client]
+    return as_json(ok(run, *args))["id"]
+
+
+def show(run, engagement_id) -> dict:
+    return as_json(ok(run, "engagement", "show", engagement_id, "--json"))
+
+
+def session_done(run, engagement_id, *extra) -> dict:
+    return as_json(ok(run, "session", "done", engagement_id, "--json", *extra))
+
+
+OLD_SCHEMA = """
+CREATE TABLE coaches (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
+    created_at TEXT NOT NULL
+);
+CREATE TABLE clients (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
+    created_at TEXT NOT NULL
+);
+INSERT INTO coaches (name, email, lang, created_at)
+    VALUES ('Olga Old', 'olga@example.org', 'nl', '2025-01-01T09:00:00+00:00');
+INSERT INTO clients (name, email, lang, created_at)
+    VALUES ('Piet Early', 'piet@example.org', 'en', '2025-01-02T09:00:00+00:00');
+PRAGMA user_version = 0;
+"""

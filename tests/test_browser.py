@@ -1,16 +1,21 @@
-"""In a real browser: a client opens the link in their decision mail, chooses, and sees it recorded.
+"""In a real browser: a client taps a link in their decision mail, confirms, and sees it recorded.
 
 Debian's Chromium, headless, driven by Playwright, against the app served by
 `python cli.py serve` on a free port; people, sessions and delivery go
 through the real command line, and the mail is read back from a real SMTP
-server. Once in English, once in Dutch. The issue's promises for the pages
-are checked where only a browser can see them: no horizontal scroll at
-320 px, a label for every control, a fieldset with a legend around the
-choice, a visible focus ring, WCAG AA contrast from the computed styles, and
-a decision that needs no JavaScript. The decision mail's HTML is rendered
-too: its buttons are links that read well, and it loads nothing remote.
+server. In English and in Dutch, on a phone (390x844) and a desk (1280x900).
 
-Screenshots go to test-artifacts/ (git-ignored), for a person to look at.
+What a person sees first is checked where only a browser can see it: arriving
+from a mail's link, the choice and the button that records it lie inside the
+first screen, without scrolling; from the page's own link, both buttons do.
+axe-core (the engine behind most accessibility checkers, shipped by
+axe-playwright-python) judges every page, open and closed, at both widths and
+in both languages, against the WCAG 2.2 AA rules, and so does the decision
+mail's HTML; what axe cannot judge is checked by hand: no horizontal scroll at
+320 px, a visible focus ring that stands out, a decision that needs no
+JavaScript.
+
+Screenshots of the first screens go to test-artifacts/ (git-ignored), for a person to look at.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from babel.messages.pofile import read_po
-from playwright.sync_api import Browser, Page, sync_playwright
-from support import ROOT, Inbox, free_port, html_of, links_in, serve_smtp, token_of
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from support import ROOT, Inbox, free_port, html_of, links_in, serve_smtp, text_of
 
 from twoyes.labels import REASON_LABELS
 from twoyes.rules import REASONS
@@ -49,72 +55,24 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
-PHONE = {"width": 375, "height": 740}
+PHONE = {"width": 390, "height": 844}
 NARROWEST = {"width": 320, "height": 640}
 DESKTOP = {"width": 1280, "height": 900}
+WIDTHS = {"phone": PHONE, "desktop": DESKTOP}
 MIN_DECISION_SECONDS = 1
 COACH = ("Bob Coach", "bob@example.org")
+DUTCH_COACH = ("Sanne Visser", "sanne@example.org")
 
-# WCAG 2.x relative luminance and contrast ratio, from computed styles. The
-# background is every ancestor's background-color composited over white (the
-# canvas), so a transparent element gets what shows through behind it.
-CONTRAST_JS = """
-(element, which) => {
-  const parse = (value) => {
-    const match = value.match(/rgba?\\(([^)]+)\\)/);
-    if (!match) throw new Error("cannot read the colour " + value);
-    const parts = match[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
-    return { r: parts[0], g: parts[1], b: parts[2], a: parts.length > 3 ? parts[3] : 1 };
-  };
-  const over = (top, below) => ({
-    r: top.r * top.a + below.r * (1 - top.a),
-    g: top.g * top.a + below.g * (1 - top.a),
-    b: top.b * top.a + below.b * (1 - top.a),
-    a: 1,
-  });
-  const luminance = (c) => {
-    const channel = (v) => {
-      const s = v / 255;
-      return s <= 0.04045 ? s / 12.92 : Math.pow((s + 0.055) / 1.055, 2.4);
-    };
-    return 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
-  };
-  const layers = [];
-  let node = which === "outline" ? element.parentElement : element;
-  for (; node; node = node.parentElement) {
-    const style = getComputedStyle(node);
-    if (style.backgroundImage !== "none") throw new Error("a background image behind the text");
-    layers.push(parse(style.backgroundColor));
-  }
-  let background = { r: 255, g: 255, b: 255, a: 1 };
-  for (const layer of layers.reverse()) background = over(layer, background);
-  const style = getComputedStyle(element);
-  const color = which === "outline" ? style.outlineColor : style.color;
-  const foreground = over(parse(color), background);
-  const [light, dark] = [luminance(foreground), luminance(background)].sort((x, y) => y - x);
-  const size = parseFloat(style.fontSize);
-  const bold = parseInt(style.fontWeight, 10) >= 700;
-  return {
-    ratio: (light + 0.05) / (dark + 0.05),
-    large: size >= 24 || (bold && size >= 18.66),
-    color: color,
-    background: `rgb(${[background.r, background.g, background.b].map(Math.round).join(", ")})`,
-  };
+# The WCAG 2.2 rules at levels A and AA (axe's tags for 2.0, 2.1 and 2.2); axe's
+# best-practice rules are advice, not the standard, and stay out.
+WCAG_22_AA = {
+    "runOnly": {
+        "type": "tag",
+        "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa"],
+    },
+    "resultTypes": ["violations"],
 }
-"""
-
-# Every visible element with text of its own: what a reader has to be able to read.
-TEXT_ELEMENTS_JS = """
-() => Array.from(document.querySelectorAll("body *")).filter((element) =>
-  element.checkVisibility() && !element.closest("[aria-hidden=true]") &&
-  Array.from(element.childNodes).some((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim())
-).map((element, index) => {
-  element.dataset.textCheck = String(index);
-  return String(index);
-})
-"""
-
-DESCRIBE_JS = "e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : '')"
+AXE = Axe()
 
 
 def words(lang: str):
@@ -148,6 +106,8 @@ class Practice:
             "TWOYES_MAIL_DEFAULT_SENDER": "Practice <practice@example.org>",
             "TWOYES_MIN_DECISION_SECONDS": str(MIN_DECISION_SECONDS),
             "TWOYES_TIMEZONE": "Europe/Amsterdam",
+            # One browser opens every page from one address; test_web checks the limit.
+            "TWOYES_TOKEN_RATE_LIMIT": "10000 per minute",
         }
         self.server: subprocess.Popen | None = None
 
@@ -192,10 +152,12 @@ class Practice:
                 self.server.kill()
                 self.server.wait()
 
-    def open_round(self, name: str, email: str, lang: str) -> tuple[int, EmailMessage]:
-        """A new client of Bob's, a session just held, and the client's decision mail."""
+    def open_round(
+        self, name: str, email: str, lang: str, coach: str = COACH[1]
+    ) -> tuple[int, EmailMessage]:
+        """A new client of the coach's, a session just held, and the client's decision mail."""
         self.cli("client", "add", name, email, "--lang", lang)
-        started = self.cli("engagement", "start", "--coach", COACH[1], "--client", email, "--json")
+        started = self.cli("engagement", "start", "--coach", coach, "--client", email, "--json")
         engagement_id = json.loads(started)["id"]
         self.cli("session", "done", str(engagement_id))
         self.cli("send")
@@ -221,6 +183,7 @@ def practice(tmp_path_factory, inbox) -> Iterator[Practice]:
     practice.start()
     try:
         practice.cli("coach", "add", *COACH, "--lang", "en")
+        practice.cli("coach", "add", *DUTCH_COACH, "--lang", "nl")
         yield practice
     finally:
         practice.stop()
@@ -257,9 +220,10 @@ def tab(browser: Browser, viewport: dict, **options) -> Iterator[Page]:
         context.close()
 
 
-def screenshot(page: Page, name: str) -> None:
+def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
+    """The first screen as a person sees it on arrival (or the whole page), for a person."""
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=full_page)
 
 
 def link_to(mail: EmailMessage, choice: str) -> str:
@@ -267,81 +231,106 @@ def link_to(mail: EmailMessage, choice: str) -> str:
     return link
 
 
+def page_link(mail: EmailMessage) -> str:
+    """The decision page's own address: no choice brought from the mail."""
+    return link_to(mail, "continue").rsplit("/", 1)[0]
+
+
 def wait_like_a_person(opened_at: float) -> None:
     """Scanners press buttons at once; a person takes a moment (MIN_DECISION_SECONDS)."""
     time.sleep(max(0.0, opened_at + MIN_DECISION_SECONDS + 0.3 - time.monotonic()))
 
 
-def contrast(page: Page, selector: str, which: str = "text") -> dict:
-    return page.locator(selector).first.evaluate(CONTRAST_JS, which)
+def in_first_screen(page: Page, element: Locator) -> dict:
+    """The element's box, asserting it lies wholly inside the viewport as the page opened."""
+    viewport = page.viewport_size
+    assert page.evaluate("window.scrollY") == 0, "the page scrolled by itself"
+    assert element.is_visible()
+    box = element.bounding_box()
+    assert box["x"] >= 0 and box["y"] >= 0, box
+    assert box["x"] + box["width"] <= viewport["width"], f"{box} is past the right edge"
+    assert box["y"] + box["height"] <= viewport["height"], (
+        f"{box} is below the first screen of {viewport}"
+    )
+    return box
 
 
-def low_contrast_text(page: Page) -> list[str]:
-    """Every visible text below WCAG AA: 4.5:1, or 3:1 for large text."""
-    problems = []
-    for index in page.evaluate(TEXT_ELEMENTS_JS):
-        element = page.locator(f'[data-text-check="{index}"]')
-        found = element.evaluate(CONTRAST_JS, "text")
-        if found["ratio"] < (3 if found["large"] else 4.5):
-            text = element.inner_text().strip().splitlines()[0][:40]
-            where = element.evaluate(DESCRIBE_JS)
-            colours = f"{found['color']} on {found['background']}"
-            problems.append(f"{where} {text!r}: {found['ratio']:.2f} ({colours})")
-    return problems
+def chosen_words(_, choice: str) -> str:
+    return {
+        "continue": _("You chose: another session would be useful."),
+        "stop": _("You chose: I have what I need for now."),
+    }[choice]
 
 
-@pytest.mark.parametrize(
-    ("lang", "name", "choice"),
-    [("en", "Anna Flow", "continue"), ("nl", "Daan Flow", "stop")],
-)
-def test_a_client_decides_through_the_link_in_their_mail(browser, practice, lang, name, choice):
+def recorded_words(_, choice: str) -> str:
+    return {
+        "continue": _("Recorded: you would like another session."),
+        "stop": _("Recorded: you have what you need for now."),
+    }[choice]
+
+
+def mail_label(_, choice: str) -> str:
+    """The client's words for a choice, as on the mail's buttons."""
+    return {
+        "continue": _("Another session would be useful"),
+        "stop": _("I have what I need for now"),
+    }[choice]
+
+
+# --- the first screen ------------------------------------------------------------------------
+
+FIRST_SCREENS = [
+    ("en", "phone", "continue"),
+    ("nl", "phone", "stop"),
+    ("en", "desktop", "stop"),
+    ("nl", "desktop", "continue"),
+]
+
+
+@pytest.mark.parametrize(("lang", "width", "choice"), FIRST_SCREENS)
+def test_the_choice_and_the_button_that_records_it_are_on_the_first_screen(
+    browser, practice, lang, width, choice
+):
     _ = words(lang)
-    email = f"{name.split()[0].lower()}.flow@example.org"
+    name = f"First{lang.title()}{width.title()} Client"
+    email = f"first.{lang}.{width}@example.org"
     engagement_id, mail = practice.open_round(name, email, lang)
     link = link_to(mail, choice)
-    assert link.startswith(f"{practice.base_url}/d/")
-    assert f'href="{link}"' in html_of(mail)
-    token = token_of(link)
+    other = "stop" if choice == "continue" else "continue"
 
-    with tab(browser, DESKTOP) as page:
-        page.goto(link)
-        assert page.locator("html").get_attribute("lang") == lang
-        screenshot(page, f"decision-{lang}-desktop")
-
-    with tab(browser, PHONE) as page:
+    with tab(browser, WIDTHS[width]) as page:
         answer = page.goto(link)
         opened_at = time.monotonic()
         assert answer.status == 200
         assert page.locator("html").get_attribute("lang") == lang
+        screenshot(page, f"first-screen-{lang}-{width}-{choice}")
+
         assert page.get_by_role("heading", level=1).inner_text() == _("Another session?")
-        screenshot(page, f"decision-{lang}-phone")
+        in_first_screen(page, page.get_by_text(chosen_words(_, choice), exact=True))
+        (top, bottom) = page.get_by_role("button", name=_("Confirm"), exact=True).all()
+        confirm = in_first_screen(page, top)
+        assert confirm["height"] >= 44, f"the button is small to tap: {confirm}"
+        in_first_screen(page, page.get_by_role("link", name=mail_label(_, other), exact=True))
+        # The optional fields follow below the button; the reason only for a stop.
+        usefulness = page.get_by_label(_("How useful was this session? (optional)"))
+        assert usefulness.bounding_box()["y"] > confirm["y"] + confirm["height"]
+        assert page.get_by_role("radio").count() == (3 if choice == "stop" else 0)
+        assert page.get_by_text(_("If you stop: what is the main reason? (optional)")).count() == 0
 
-        page.get_by_label(_("How useful was this session? (optional)")).select_option(
-            "8" if choice == "continue" else "9"
-        )
         if choice == "stop":
-            page.get_by_label(_("I can go on by myself for now")).check()
-            page.get_by_label(
-                _("Anything you would like %(coach)s to know? (optional)", coach=COACH[0])
-            ).fill("Dank je, ik kan verder.")
-        button = _("Continue") if choice == "continue" else _("Stop")
-        wait_like_a_person(opened_at)
-        page.get_by_role("button", name=button, exact=True).click()
-
-        page.wait_for_url(f"{practice.base_url}/d/{token}")
-        recorded = page.locator(".recorded")
-        assert _(f"We have recorded your choice: {choice}.") in recorded.inner_text()
-        assert _("You rated this session %(n)s out of 10.", n=8 if choice == "continue" else 9) in (
-            recorded.inner_text()
-        )
-        if choice == "continue":
-            assert page.get_by_role("heading", level=1).inner_text() == _("Another session?")
-            assert page.get_by_role("heading", name=_("Change your answer")).is_visible()
+            # Filling in the optional fields, then pressing the button below them.
+            usefulness.select_option("9")
+            page.get_by_label(_(REASON_LABELS["on_my_own"])).check()
+            pressed = bottom
         else:
-            assert page.get_by_role("heading", level=1).inner_text() == _("This round is closed")
-            assert page.get_by_role("button").count() == 0
-        screenshot(page, f"recorded-{lang}-phone")
-        assert low_contrast_text(page) == []
+            pressed = top
+        wait_like_a_person(opened_at)
+        pressed.click()
+
+        page.wait_for_url(link.rsplit("/", 1)[0])
+        in_first_screen(page, page.get_by_text(recorded_words(_, choice), exact=True))
+        assert f">{choice}<" not in page.content(), "the choice in words, not as a code"
+        screenshot(page, f"recorded-{lang}-{width}-{choice}")
 
     (decision,) = [
         d
@@ -349,8 +338,19 @@ def test_a_client_decides_through_the_link_in_their_mail(browser, practice, lang
         if d["party"] == email
     ]
     assert decision["choice"] == choice
-    assert decision["usefulness"] == (8 if choice == "continue" else 9)
+    assert decision["usefulness"] == (9 if choice == "stop" else None)
     assert decision["reason"] == (None if choice == "continue" else "on_my_own")
+
+
+@pytest.mark.parametrize("width", ["phone", "desktop"])
+@pytest.mark.parametrize("lang", ["en", "nl"])
+def test_the_page_s_own_link_shows_both_buttons_on_the_first_screen(browser, waiting, lang, width):
+    _ = words(lang)
+    with tab(browser, WIDTHS[width]) as page:
+        page.goto(page_link(waiting[lang]))
+        screenshot(page, f"first-screen-{lang}-{width}-no-choice-yet")
+        for name in (_("Continue"), _("Stop")):
+            in_first_screen(page, page.get_by_role("button", name=name, exact=True).first)
 
 
 @pytest.mark.parametrize("lang", ["en", "nl"])
@@ -360,21 +360,20 @@ def test_the_decision_page_fits_a_320_px_phone(browser, waiting, lang):
         page.goto(link_to(waiting[lang], "stop"))
         assert page.evaluate("window.innerWidth") == 320, "the page must set a mobile viewport"
         width = page.evaluate("document.documentElement.scrollWidth")
-        screenshot(page, f"decision-{lang}-320")
+        screenshot(page, f"decision-{lang}-320", full_page=True)
         assert width <= 320, f"{width} px wide at 320: the phone scrolls sideways"
-        for name in (_("Continue"), _("Stop")):
-            button = page.get_by_role("button", name=name, exact=True)
+        in_first_screen(page, page.get_by_role("button", name=_("Confirm"), exact=True).first)
+        for button in page.get_by_role("button").all():
             button.scroll_into_view_if_needed()
-            assert button.is_visible()
             box = button.bounding_box()
-            assert box["x"] >= 0 and box["x"] + box["width"] <= 320, f"{name}: {box}"
-            assert box["height"] >= 24, f"{name} is too small to tap: {box}"
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 320, box
+            assert box["height"] >= 24, f"too small to tap: {box}"
 
 
 def test_every_control_has_a_label_and_the_choice_a_legend(browser, waiting):
     _ = words("en")
     with tab(browser, DESKTOP) as page:
-        page.goto(link_to(waiting["en"], "continue"))
+        page.goto(page_link(waiting["en"]))
         assert page.locator("script").count() == 0, "the pages need no JavaScript"
 
         unlabelled = page.evaluate(
@@ -397,9 +396,8 @@ def test_every_control_has_a_label_and_the_choice_a_legend(browser, waiting):
         )
         assert reasons.get_by_role("radio").count() == 3
 
-        choice = page.get_by_role("group", name=_("Your choice"))
+        choice = page.get_by_role("group", name=_("Your answer"))
         assert choice.evaluate("e => e.tagName") == "FIELDSET"
-        assert choice.locator("> legend").inner_text() == _("Your choice")
         assert choice.get_by_role("button", name=_("Continue"), exact=True).count() == 1
         assert choice.get_by_role("button", name=_("Stop"), exact=True).count() == 1
 
@@ -407,72 +405,68 @@ def test_every_control_has_a_label_and_the_choice_a_legend(browser, waiting):
         assert note.get_attribute("aria-describedby") == "note-help"
         assert page.locator("#note-help").inner_text() == _("At most 2,000 characters.")
 
+        page.goto(link_to(waiting["en"], "stop"))
+        confirm = page.get_by_role("group", name=_("You chose: I have what I need for now."))
+        assert confirm.evaluate("e => e.tagName") == "FIELDSET"
+        assert confirm.get_by_role("button", name=_("Confirm")).count() == 1
+        reasons = page.get_by_role("group", name=_("What is the main reason? (optional)"))
+        assert reasons.get_by_role("radio").count() == 3
+
 
 FOCUSED_JS = """
 () => {
   const e = document.activeElement;
   const style = getComputedStyle(e);
+  let around = e.parentElement;
+  while (around && getComputedStyle(around).backgroundColor === "rgba(0, 0, 0, 0)") {
+    around = around.parentElement;
+  }
   return {
     tag: e.tagName, text: e.textContent.trim(), visible: e.matches(":focus-visible"),
     style: style.outlineStyle, width: parseFloat(style.outlineWidth), color: style.outlineColor,
+    around: around ? getComputedStyle(around).backgroundColor : "rgb(255, 255, 255)",
   };
 }
 """
 
 
-def test_the_keyboard_focus_is_visible_on_every_control(browser, waiting):
+def test_the_keyboard_reaches_every_control_with_a_visible_focus_ring(browser, waiting):
     _ = words("en")
     with tab(browser, DESKTOP) as page:
-        # The page's own address: no preselected button, no autofocus.
-        page.goto(f"{link_to(waiting['en'], 'continue').rsplit('/', 1)[0]}")
+        # The page's own address: no choice brought along, no autofocus.
+        page.goto(page_link(waiting["en"]))
         seen = []
-        for _press in range(20):
+        for _press in range(12):  # to the footer's link, the page's last stop
             page.keyboard.press("Tab")
-            focused = page.evaluate(FOCUSED_JS)
-            seen.append(focused)
-            if focused["tag"] == "BUTTON" and focused["text"] == _("Stop"):
+            seen.append(page.evaluate(FOCUSED_JS))
+            if seen[-1]["tag"] == "A":
                 break
         tags = [(f["tag"], f["text"] if f["tag"] == "BUTTON" else "") for f in seen]
+        assert tags[:2] == [("BUTTON", _("Continue")), ("BUTTON", _("Stop"))], tags
         for stop in ("SELECT", "INPUT", "TEXTAREA"):
             assert (stop, "") in tags, f"Tab never reached the {stop}: {tags}"
-        assert tags[-2:] == [("BUTTON", _("Continue")), ("BUTTON", _("Stop"))], tags
+        assert ("BUTTON", _("Continue")) in tags[3:], "the buttons again, below the fields"
         for focused in seen:
             assert focused["visible"], focused
             assert focused["style"] != "none" and focused["width"] >= 2, focused
+            # WCAG 2.2 SC 1.4.11: the ring needs 3:1 against what it is drawn on, which axe
+            # does not judge (it sees no focus).
+            ratio = contrast(focused["color"], focused["around"])
+            assert ratio >= 3, f"the focus ring {focused['color']} on {focused['around']}: {ratio}"
         page.keyboard.press("Shift+Tab")
-        assert page.evaluate(FOCUSED_JS)["text"] == _("Continue")
-        screenshot(page, "decision-en-focus-continue")
+        screenshot(page, "decision-en-focus")
 
 
-def test_the_focus_ring_stands_out_from_the_page(browser, waiting):
-    """WCAG 2.1 SC 1.4.11 (AA): a focus indicator needs 3:1 against what surrounds it."""
-    _ = words("en")
-    with tab(browser, DESKTOP) as page:
-        page.goto(f"{link_to(waiting['en'], 'continue').rsplit('/', 1)[0]}")
-        page.get_by_role("button", name=_("Continue"), exact=True).focus()
-        page.keyboard.press("Shift+Tab")
-        page.keyboard.press("Tab")
-        focused = page.locator(":focus")
-        assert focused.inner_text() == _("Continue")
-        # The ring is drawn 2 px outside the button, on the background around it.
-        found = focused.evaluate(CONTRAST_JS, "outline")
-        assert found["ratio"] >= 3, (
-            f"the focus ring {found['color']} on {found['background']} is {found['ratio']:.2f}:1"
-        )
+def contrast(first: str, second: str) -> float:
+    """WCAG's contrast ratio of two opaque colours as getComputedStyle writes them."""
 
+    def luminance(colour: str) -> float:
+        channels = [int(v) / 255 for v in re.findall(r"\d+", colour)[:3]]
+        r, g, b = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
-@pytest.mark.parametrize("lang", ["en", "nl"])
-def test_the_decision_page_text_has_aa_contrast(browser, waiting, lang):
-    _ = words(lang)
-    with tab(browser, DESKTOP) as page:
-        page.goto(link_to(waiting[lang], "stop"))
-        for name in (_("Continue"), _("Stop")):
-            button = page.get_by_role("button", name=name, exact=True)
-            found = button.evaluate(CONTRAST_JS, "text")
-            assert found["ratio"] >= 4.5, f"{name} button: {found}"
-        body = contrast(page, "body")
-        assert body["ratio"] >= 4.5, body
-        assert low_contrast_text(page) == []
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
 
 
 def test_a_decision_needs_no_javascript(browser, practice):
@@ -484,14 +478,97 @@ def test_a_decision_needs_no_javascript(browser, practice):
         opened_at = time.monotonic()
         page.get_by_label(_("How useful was this session? (optional)")).select_option("7")
         wait_like_a_person(opened_at)
-        page.get_by_role("button", name=_("Continue"), exact=True).click()
+        page.get_by_role("button", name=_("Confirm"), exact=True).last.click()
         page.wait_for_url(link.rsplit("/", 1)[0])
         assert (
-            _("We have recorded your choice: continue.") in page.locator(".recorded").inner_text()
+            _("Recorded: you would like another session.") in page.locator(".recorded").inner_text()
         )
     decisions = practice.show(engagement_id)["sessions"][0]["round"]["decisions"]
     (decision,) = [d for d in decisions if d["party"] == "emma.nojs@example.org"]
     assert (decision["choice"], decision["usefulness"]) == ("continue", 7)
+
+
+# --- accessibility: axe-core on every page -----------------------------------------------------
+
+
+def confirm_in_browser(browser: Browser, link: str, choice: str) -> None:
+    """A person opens a mail's link and confirms."""
+    with tab(browser, DESKTOP) as page:
+        page.goto(link)
+        opened_at = time.monotonic()
+        wait_like_a_person(opened_at)
+        page.get_by_role("button", name=words(lang_of(page))("Confirm"), exact=True).first.click()
+        page.wait_for_url(link.rsplit("/", 1)[0])
+        assert page.locator(".recorded").count() == 1, choice
+
+
+def lang_of(page: Page) -> str:
+    return page.locator("html").get_attribute("lang")
+
+
+def mail_about(inbox: Inbox, to: str, subject: str, mentioning: str) -> EmailMessage:
+    (mail,) = [m for m in inbox.to(to) if m["Subject"] == subject and mentioning in text_of(m)]
+    return mail
+
+
+@pytest.fixture(scope="module")
+def tour(practice, browser, inbox) -> dict[str, dict[str, str]]:
+    """Every page a person can meet, per language: a path each, made the way people do."""
+    pages = {}
+    for lang, (_coach_name, coach) in (("en", COACH), ("nl", DUTCH_COACH)):
+        _ = words(lang)
+        _id, untouched = practice.open_round(
+            f"Open {lang}", f"open.{lang}@example.org", lang, coach
+        )
+        _id, kept = practice.open_round(f"Kept {lang}", f"kept.{lang}@example.org", lang, coach)
+        _id, gone = practice.open_round(f"Gone {lang}", f"gone.{lang}@example.org", lang, coach)
+        confirm_in_browser(browser, link_to(kept, "continue"), "continue")
+        confirm_in_browser(browser, link_to(gone, "stop"), "stop")
+        practice.cli("send")
+        ending = mail_about(
+            inbox, f"gone.{lang}@example.org", _("Thank you, and welcome back any time"), ""
+        )
+        (welcome,) = links_in(ending)
+        to_coach = mail_about(inbox, coach, _("Another session?"), f"Gone {lang}")
+        overview = json.loads(practice.cli("coach", "link", coach, "--json"))["url"]
+        decision = page_link(gone).replace(practice.base_url, "")
+        pages[lang] = {
+            "index": "/",
+            "privacy": "/privacy",
+            "not found": "/d/" + "Q" * 43,
+            "decision, no choice yet": page_link(untouched),
+            "decision, continue link": link_to(untouched, "continue"),
+            "decision, stop link": link_to(untouched, "stop"),
+            "decision, continue recorded": page_link(kept),
+            "decision, closed, client": decision,
+            "decision, closed, asked to come back": f"{decision}?asked=1",
+            "decision, closed, coach": page_link(to_coach),
+            "welcome back": welcome,
+            "welcome back, asked": f"{welcome}?asked=1",
+            "coach overview": overview,
+        }
+    return {
+        lang: {name: path.replace(practice.base_url, "") for name, path in paths.items()}
+        for lang, paths in pages.items()
+    }
+
+
+@pytest.mark.parametrize("width", ["phone", "desktop"])
+@pytest.mark.parametrize("lang", ["en", "nl"])
+def test_every_page_meets_wcag_2_2_aa_by_axe(browser, practice, tour, lang, width):
+    locale = {"en": "en-GB", "nl": "nl-NL"}[lang]  # for the pages without a token
+    found = {}
+    with tab(browser, WIDTHS[width], locale=locale) as page:
+        for name, path in tour[lang].items():
+            answer = page.goto(practice.base_url + path)
+            assert answer.status == (404 if name == "not found" else 200), name
+            assert lang_of(page) == lang, name
+            results = AXE.run(page, options=WCAG_22_AA)
+            if results.violations_count:
+                found[name] = results.generate_report()
+            slug = re.sub(r"\W+", "-", name).strip("-")
+            screenshot(page, f"page-{lang}-{width}-{slug}")
+    assert not found, "\n\n".join(f"{name}: {report}" for name, report in found.items())
 
 
 # What would make a mail client fetch something: images, stylesheets, fonts.
@@ -514,19 +591,14 @@ def test_the_decision_mail_reads_well_on_a_phone(browser, waiting, lang):
         page.set_content(html, wait_until="load")
         assert requests == [], f"the mail fetched {requests}"
         width = page.evaluate("document.documentElement.scrollWidth")
-        screenshot(page, f"mail-decision-{lang}-375")
-        assert width <= PHONE["width"], f"the mail is {width} px wide on a 375 px phone"
+        screenshot(page, f"mail-decision-{lang}-phone", full_page=True)
+        assert width <= PHONE["width"], f"the mail is {width} px wide on a {PHONE['width']} phone"
         assert page.evaluate("Array.from(document.images).map((i) => i.src)") == []
 
-        buttons = {
-            "continue": _("Another session would be useful"),
-            "stop": _("I have what I need for now"),
-        }
-        for choice, name in buttons.items():
-            link = page.get_by_role("link", name=name, exact=True)
+        for choice in ("continue", "stop"):
+            link = page.get_by_role("link", name=mail_label(_, choice), exact=True)
             assert link.get_attribute("href") == link_to(mail, choice)
-            found = link.evaluate(CONTRAST_JS, "text")
-            assert found["ratio"] >= 4.5, f"mail button {name!r}: {found}"
             box = link.bounding_box()
-            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (name, box)
-        assert low_contrast_text(page) == []
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (choice, box)
+        results = AXE.run(page, options=WCAG_22_AA)
+        assert results.violations_count == 0, results.generate_report()

@@ -20,7 +20,24 @@ from pathlib import Path
 
 import click
 import pytest
-from support import LINK, ROOT, T0, decide, dump, free_port, iso, ok, outbox_rows, refused
+from support import (
+    LINK,
+    NEXT_YEAR,
+    OLD_SCHEMA,
+    ROOT,
+    T0,
+    as_json,
+    decide,
+    dump,
+    free_port,
+    iso,
+    ok,
+    outbox_rows,
+    refused,
+    session_done,
+    show,
+    start,
+)
 
 from twoyes.cli import cli
 from twoyes.db import SCHEMA_VERSION
@@ -39,27 +56,10 @@ TABLES = {
 }
 
 
+# Sessions are planned in the future: next year's dates stay in the future whenever this runs.
+
+
 # -- helpers ------------------------------------------------------------------------------
-
-
-def as_json(result):
-    return json.loads(result.stdout)
-
-
-def start(run, coach, *clients, extra=()):
-    """Start an engagement on the command line; returns its id."""
-    args = ["engagement", "start", "--coach", coach, "--json", *extra]
-    for client in clients:
-        args += ["--client", client]
-    return as_json(ok(run, *args))["id"]
-
-
-def show(run, engagement_id) -> dict:
-    return as_json(ok(run, "engagement", "show", engagement_id, "--json"))
-
-
-def session_done(run, engagement_id, *extra) -> dict:
-    return as_json(ok(run, "session", "done", engagement_id, "--json", *extra))
 
 
 def ended_engagement(run, engagement_id) -> int:
@@ -131,29 +131,6 @@ def test_init_keeps_what_is_in_an_up_to_date_database(run, db, engagement):
     result = ok(run, "init")
     assert "up to date" in result.stdout
     assert dump(db) == before
-
-
-OLD_SCHEMA = """
-CREATE TABLE coaches (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
-    email TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
-    created_at TEXT NOT NULL
-);
-CREATE TABLE clients (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
-    email TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
-    created_at TEXT NOT NULL
-);
-INSERT INTO coaches (name, email, lang, created_at)
-    VALUES ('Olga Old', 'olga@example.org', 'nl', '2025-01-01T09:00:00+00:00');
-INSERT INTO clients (name, email, lang, created_at)
-    VALUES ('Piet Early', 'piet@example.org', 'en', '2025-01-02T09:00:00+00:00');
-PRAGMA user_version = 0;
-"""
 
 
 @pytest.fixture
@@ -425,7 +402,7 @@ def test_engagement_list(run, db, people):
     assert len(lines) == 2
     assert lines[0].split()[:2] == [str(active), "active"]
     assert "Anna de Vries, Carl Client" in lines[0]
-    assert lines[1].split()[:3] == [str(ended), "ended", "(coach_stopped)"]
+    assert lines[1].split()[:4] == [str(ended), "ended", "(coach", "stopped)"]
     assert "'Career'" in lines[1]
     assert "1 session(s) held" in lines[1]
 
@@ -472,7 +449,7 @@ def history(run, db, people):
     )
     decide(db, done["round_id"], "carl@example.org", T0 + timedelta(minutes=6), choice="continue")
     planned = as_json(
-        ok(run, "session", "add", engagement_id, "--at", "2027-06-01 10:00", "--json")
+        ok(run, "session", "add", engagement_id, "--at", f"{NEXT_YEAR}-06-01 10:00", "--json")
     )
     return {"engagement_id": engagement_id, **done, "planned_id": planned["session_id"]}
 
@@ -494,7 +471,7 @@ def test_engagement_show_json_values(run, db, history):
     held, planned = data["sessions"]
     assert held["id"] == history["session_id"]
     assert planned["id"] == history["planned_id"]
-    assert planned["at"] == "2027-06-01T08:00:00+00:00"
+    assert planned["at"] == f"{NEXT_YEAR}-06-01T08:00:00+00:00"
     assert planned["round"] is None
     round_ = held["round"]
     assert round_["id"] == history["round_id"]
@@ -590,7 +567,7 @@ def test_engagement_reopen(run, db, engagement):
     assert (data["status"], data["end_reason"]) == ("active", None)
     assert data["members"][0]["status"] == "active"
     # And a new session can be planned again.
-    ok(run, "session", "add", engagement, "--at", "2027-01-05 10:00")
+    ok(run, "session", "add", engagement, "--at", f"{NEXT_YEAR}-01-05 10:00")
 
 
 def test_engagement_reopen_an_active_one(run, db, engagement):
@@ -610,15 +587,18 @@ def test_engagement_reopen_an_unknown_one(run, db, engagement):
     ("at", "minutes", "starts", "ends"),
     [
         # Summer time in Amsterdam is UTC+2, winter time UTC+1.
-        ("2026-07-01 10:00", "60", "2026-07-01T08:00:00+00:00", "2026-07-01T09:00:00+00:00"),
-        ("2026-12-09 10:00", "90", "2026-12-09T09:00:00+00:00", "2026-12-09T10:30:00+00:00"),
+        (f"{NEXT_YEAR}-07-01 10:00", "60", f"{NEXT_YEAR}-07-01T08:00:00+00:00", "09:00"),
+        (f"{NEXT_YEAR}-12-09 10:00", "90", f"{NEXT_YEAR}-12-09T09:00:00+00:00", "10:30"),
     ],
 )
 def test_session_add_reads_the_time_in_the_practice_zone(
     run, db, engagement, at, minutes, starts, ends
 ):
+    ends = f"{starts[:11]}{ends}:00+00:00"
     result = ok(run, "session", "add", engagement, "--at", at, "--minutes", minutes)
-    assert f"at {at}" in result.stdout
+    day = datetime.fromisoformat(at)
+    when = f"{day:%a} {day.day} {day:%b %Y} 10:00"
+    assert result.stdout == f"Planned session 1 of engagement {engagement} (Career) at {when}.\n"
     row = db.conn.execute("SELECT id, status, starts_at, ends_at FROM sessions").fetchone()
     assert tuple(row)[1:] == ("planned", starts, ends)
     (session,) = show(run, engagement)["sessions"]
@@ -626,7 +606,9 @@ def test_session_add_reads_the_time_in_the_practice_zone(
 
 
 def test_session_add_json(run, db, engagement):
-    data = as_json(ok(run, "session", "add", engagement, "--at", "2027-01-05 10:00", "--json"))
+    data = as_json(
+        ok(run, "session", "add", engagement, "--at", f"{NEXT_YEAR}-01-05 10:00", "--json")
+    )
     (session_id,) = db.conn.execute("SELECT id FROM sessions").fetchone()
     assert data == {"session_id": session_id}
 
@@ -634,16 +616,16 @@ def test_session_add_json(run, db, engagement):
 @pytest.mark.parametrize(
     "args",
     [
-        ["--at", "2027-01-05"],
-        ["--at", "2027-01-05T10:00"],
+        ["--at", f"{NEXT_YEAR}-01-05"],
+        ["--at", f"{NEXT_YEAR}-01-05T10:00"],
         ["--at", "05-01-2027 10:00"],
-        ["--at", "2027-02-30 10:00"],
-        ["--at", "2027-01-05 25:00"],
+        ["--at", f"{NEXT_YEAR}-02-30 10:00"],
+        ["--at", f"{NEXT_YEAR}-01-05 25:00"],
         ["--at", "tomorrow"],
         ["--at", ""],
         [],
-        ["--at", "2027-01-05 10:00", "--minutes", "0"],
-        ["--at", "2027-01-05 10:00", "--minutes", "1441"],
+        ["--at", f"{NEXT_YEAR}-01-05 10:00", "--minutes", "0"],
+        ["--at", f"{NEXT_YEAR}-01-05 10:00", "--minutes", "1441"],
     ],
 )
 def test_session_add_with_a_malformed_command_line(run, db, engagement, args):
@@ -652,26 +634,26 @@ def test_session_add_with_a_malformed_command_line(run, db, engagement, args):
 
 def test_session_add_to_an_ended_engagement(run, db, engagement):
     ended_engagement(run, engagement)
-    line = refused(run, db, "session", "add", engagement, "--at", "2027-01-05 10:00")
+    line = refused(run, db, "session", "add", engagement, "--at", f"{NEXT_YEAR}-01-05 10:00")
     assert "ended" in line
     assert "reopen" in line
 
 
 def test_session_add_while_a_round_is_open(run, db, engagement):
     round_id = session_done(run, engagement)["round_id"]
-    line = refused(run, db, "session", "add", engagement, "--at", "2027-01-05 10:00")
-    assert "open round" in line
-    assert str(round_id) in line
+    line = refused(run, db, "session", "add", engagement, "--at", f"{NEXT_YEAR}-01-05 10:00")
+    assert "still waiting for the decisions after session 1" in line
+    assert f"`python cli.py decide {round_id} --choice continue` (or stop)" in line
 
 
 def test_session_add_a_second_planned_session(run, db, engagement):
-    ok(run, "session", "add", engagement, "--at", "2027-01-05 10:00")
-    line = refused(run, db, "session", "add", engagement, "--at", "2027-01-12 10:00")
+    ok(run, "session", "add", engagement, "--at", f"{NEXT_YEAR}-01-05 10:00")
+    line = refused(run, db, "session", "add", engagement, "--at", f"{NEXT_YEAR}-01-12 10:00")
     assert "already has a planned session" in line
 
 
 def test_session_add_to_an_unknown_engagement(run, db, engagement):
-    line = refused(run, db, "session", "add", "77", "--at", "2027-01-05 10:00")
+    line = refused(run, db, "session", "add", "77", "--at", f"{NEXT_YEAR}-01-05 10:00")
     assert "77" in line
 
 
@@ -693,9 +675,14 @@ def test_session_done_json(run, db, engagement):
 
 
 def test_session_done_holds_the_planned_session(run, db, engagement):
-    planned = as_json(ok(run, "session", "add", engagement, "--at", "2026-11-27 09:00", "--json"))
+    planned = as_json(
+        ok(run, "session", "add", engagement, "--at", f"{NEXT_YEAR}-01-05 09:00", "--json")
+    )
     result = ok(run, "session", "done", engagement)
-    assert result.stdout.startswith(f"Recorded session {planned['session_id']} and opened round")
+    assert result.stdout.startswith(
+        f"Recorded session 1 of engagement {engagement} (Career) and opened round"
+    )
+    assert db.conn.execute("SELECT id FROM sessions").fetchone()[0] == planned["session_id"]
     assert db.conn.execute("SELECT count(*), min(status) FROM sessions").fetchone()[:] == (
         1,
         "held",
@@ -703,9 +690,12 @@ def test_session_done_holds_the_planned_session(run, db, engagement):
 
 
 def test_session_done_twice(run, db, engagement):
-    session_done(run, engagement)
+    round_id = session_done(run, engagement)["round_id"]
     line = refused(run, db, "session", "done", engagement)
-    assert "open round" in line
+    # Decide that round first, with the command that does it; not "run close-undecided".
+    assert "still waiting for the decisions after session 1" in line
+    assert f"python cli.py decide {round_id}" in line
+    assert "close-undecided" not in line
 
 
 def test_session_done_on_an_ended_engagement(run, db, engagement):
@@ -742,7 +732,7 @@ def test_decide_continue_keeps_the_round_open(run, db, engagement):
 def test_decide_stop_ends_the_engagement(run, db, engagement):
     round_id = session_done(run, engagement)["round_id"]
     result = ok(run, "decide", round_id, "--choice", "stop", "--reason", "values")
-    assert "ended (coach_stopped)" in result.stdout
+    assert "ended (coach stopped)" in result.stdout
     data = show(run, engagement)
     assert (data["status"], data["end_reason"]) == ("ended", "coach_stopped")
     (coach_decision, _) = data["sessions"][0]["round"]["decisions"]

@@ -189,8 +189,8 @@ def test_status_for_an_unknown_coach(run, practice):
     result = run("status", "--coach", "nobody@example.org")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        "Error: There is no coach with the address nobody@example.org; add one with "
-        "`python cli.py coach add NAME nobody@example.org`."
+        "Error: There is no coach with the address nobody@example.org; check it, or add the "
+        "coach first with `python cli.py coach add NAME EMAIL`."
     ]
 
 
@@ -374,7 +374,11 @@ def test_export_writes_one_row_per_decision_and_no_tokens(run, db, practice, tmp
         ["bob@example.org"],
     ).fetchone()[0]
     assert len(rows) == bobs == 10  # five rounds, two parties each
-    assert result.stdout == f"Wrote 10 decision(s) to {path}.\n"
+    # Counted are the decisions made; the parties who never answered are said apart.
+    assert sum(1 for row in rows if row["choice"]) == 7
+    assert result.stdout == (
+        f"Wrote 7 decisions to {path}, and 3 rows for parties who did not answer.\n"
+    )
     assert {row["coach"] for row in rows} == {"bob@example.org"}
     assert not any("erik" in row["party"] or "fleur" in row["party"] for row in rows)
     (stop,) = [
@@ -388,17 +392,29 @@ def test_export_writes_one_row_per_decision_and_no_tokens(run, db, practice, tmp
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_export_keeps_an_existing_file_unless_forced(run, practice, tmp_path):
-    path = tmp_path / "decisions.csv"
+@pytest.mark.parametrize(
+    ("command", "made"),
+    [
+        # The whole practice: seven rounds, two parties each.
+        (("export", "--csv"), lambda path: len(rows_of(path)) == 14),
+        (("report", "--html"), lambda path: "<svg" in path.read_text(encoding="utf-8")),
+    ],
+    ids=["export", "report"],
+)
+def test_a_file_written_for_you_keeps_an_existing_one_unless_forced(
+    run, practice, tmp_path, command, made
+):
+    path = tmp_path / "mine.txt"
     path.write_text("my own analysis\n")
-    result = run("export", "--csv", path)
+    result = run(*command, path)
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         f"Error: {path} exists already; choose another name, or add --force to replace it."
     )
     assert path.read_text() == "my own analysis\n"
-    ok(run, "export", "--csv", path, "--force")
-    assert len(rows_of(path)) == 14  # the whole practice: seven rounds, two parties each
+    ok(run, *command, path, "--force")
+    assert made(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_export_disarms_a_note_a_spreadsheet_would_run(run, db, practice, tmp_path):
@@ -702,6 +718,10 @@ def test_init_upgrades_a_version_2_database(run, db, practice, app, client):
         " expires_at FROM tokens",
         "DROP TABLE tokens",
         "ALTER TABLE tokens_v2 RENAME TO tokens",
+        # Version 4 added the name people are called by (the view reading it goes first).
+        "DROP VIEW round_parties",
+        "ALTER TABLE coaches DROP COLUMN call_name",
+        "ALTER TABLE clients DROP COLUMN call_name",
         "PRAGMA user_version = 2",
     ):
         db.conn.execute(statement)

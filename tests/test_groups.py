@@ -251,7 +251,7 @@ def test_a_member_stops_and_the_rest_go_on(app, db, client, smtp, crew):
         assert only_mail(smtp, who, ASK)
 
     page = decide_by_mail(client, only_mail(smtp, "anna", ASK), "continue")
-    assert "1 of 3 members have decided" in page
+    assert "1 of 3 members has decided" in page
     page = decide_by_mail(
         client,
         only_mail(smtp, "ben", ASK),
@@ -260,7 +260,7 @@ def test_a_member_stops_and_the_rest_go_on(app, db, client, smtp, crew):
         usefulness="9",
         note="I have what I need, thank you.",
     )
-    assert "We have recorded your choice: stop." in page
+    assert "Recorded: you have what you need for now." in page
     assert "2 of 3 members have decided" in page
     assert "<form" not in page  # a stop is final
 
@@ -302,10 +302,11 @@ def test_a_member_stops_and_the_rest_go_on(app, db, client, smtp, crew):
     assert back is not None
     page = client.get(urlsplit(back).path)
     assert page.status_code == 200
-    assert "Welcome back, Ben Bakker" in page.get_data(as_text=True)
+    assert "Welcome back, Ben" in page.get_data(as_text=True)
 
     coach = plain(text_of(only_mail(smtp, "coach")))
-    assert "You and the group of Team days chose to continue" in coach
+    assert "Team days goes on: you and the group chose to continue" in coach
+    assert "welcome back" not in coach.lower(), "a coach is not welcomed back"
     assert "2 of 3 members continue" in coach
     assert "Anna Aalders: continue" in coach
     assert "Chloe Claes: continue" in coach
@@ -354,7 +355,8 @@ def test_the_page_of_a_member_who_left_does_not_promise_a_next_session(app, db, 
     decide_by_mail(client, only_mail(smtp, "coach", ASK), "continue")
 
     anna = plain(page_of(client, only_mail(smtp, "anna", ASK)))
-    assert "there will be another session of the group" in anna
+    # Not "everyone chose to continue": Ben stopped.
+    assert "The group goes on: 1 of 2 members chose to continue." in anna
     ben = plain(page_of(client, only_mail(smtp, "ben", ASK)))
     assert "This round is closed" in ben
     assert "will be in touch to plan it" not in ben
@@ -383,7 +385,8 @@ def test_the_facilitator_stops_and_the_group_ends_at_once(app, db, client, smtp,
         assert post_again(client, only_mail(smtp, who, ASK)).status_code == 409
         page = plain(page_of(client, only_mail(smtp, who, ASK)))
         assert "This round is closed" in page
-        assert "<form" not in page
+        assert 'name="choice"' not in page  # no deciding; only the welcome-back button
+        assert "Ask for a new session" in page
 
     smtp.clear()
     send(app, db)
@@ -485,7 +488,7 @@ def test_between_the_deadline_and_cron_a_continuing_members_page_tells_the_truth
     closed = close_overdue_rounds(db, datetime.now(UTC))
     assert [(c["outcome"], c["end_reason"]) for c in closed] == [("continue", None)]
     assert statuses(db, engagement_id)[address("chloe")] == "left"
-    assert "there will be another session of the group" in plain(
+    assert "The group goes on: 2 of 3 members chose to continue." in plain(
         page_of(client, only_mail(smtp, "anna", ASK))
     )
 
@@ -507,8 +510,15 @@ def test_a_silent_facilitator_at_the_deadline_ends_the_group_undecided(app, db, 
     send(app, db, T0 + timedelta(days=7, minutes=2))
     for who in ("anna", "ben"):
         message = only_mail(smtp, who, since=mark)
-        assert "we never continue without a yes" in plain(text_of(message))
+        # Whose answer did not come, and that they may ask for a new session; no member named.
+        said = plain(text_of(message))
+        assert "You chose to continue, but the answer of Fiona Facilitator did not come" in said
+        assert "you can ask for a new session with the link below" in said
+        other = name("ben" if who == "anna" else "anna")
+        assert other.split()[0] not in said
         assert welcome_back_link(message) is not None
+        page = plain(page_of(client, only_mail(smtp, who, ASK)))
+        assert "the answer of Fiona Facilitator did not come before the deadline" in page
     assert "Not everyone answered by the deadline" in text_of(only_mail(smtp, "coach", since=mark))
 
 
@@ -564,7 +574,7 @@ def test_everyone_continues_and_the_round_closes_at_once(app, db, client, smtp, 
 
     # No deadline needed: the last answer closed it.
     assert "This round is closed" in page
-    assert "there will be another session of the group" in page
+    assert "The group goes on: 3 of 3 members chose to continue." in page
     round_ = describe_engagement(db, engagement_id)["sessions"][0]["round"]
     assert (round_["status"], round_["outcome"]) == ("closed", "continue")
     assert [d["choice"] for d in round_["decisions"]] == ["continue"] * 4
@@ -718,7 +728,7 @@ def test_remove_member_says_so_when_too_few_are_left(app, db, client, smtp, run,
     assert result.exit_code == 0, result.stderr
     shown = describe_engagement(db, engagement_id)
     assert (shown["status"], shown["end_reason"]) == ("ended", "members_left")
-    assert "members_left" in result.stdout
+    assert "the group ended (too few group members continued)" in result.stdout
     assert "everyone had decided" not in result.stdout
 
 
@@ -961,7 +971,8 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
         page = decide_by_mail(
             client, only_mail(smtp, who, ASK), "continue", usefulness=str(5 + count)
         )
-        assert f"{count} of 6 members have decided" in page
+        verb = "has" if count == 1 else "have"
+        assert f"{count} of 6 members {verb} decided" in page
     decide_by_mail(
         client,
         only_mail(smtp, "femke", ASK),
@@ -1074,7 +1085,7 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
     page = decide_by_mail(client, anna_ask, "continue")
     assert "You can still change this into stop" in page
     page = decide_by_mail(client, anna_ask, "stop", reason="not_useful", note="Not my format.")
-    assert "We have recorded your choice: stop." in page
+    assert "Recorded: you have what you need for now." in page
     assert member_status()[address("anna")] == "left"
     for who in ("ben", "chloe", "gijs", "coach"):
         decide_by_mail(client, only_mail(smtp, who, ASK, since=mark_3), "continue")
@@ -1105,7 +1116,7 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
         run, "decide", round_4, "--choice", "stop", "--reason", "other",
         "--note", "The training is complete.", "--now", at(t4 + timedelta(hours=3)),
     )  # fmt: skip
-    assert "The round closed and the engagement ended (coach_stopped)." in out
+    assert "The round closed and the engagement ended (coach stopped)." in out
     chloe_ask = only_mail(smtp, "chloe", ASK, since=mark_4)
     assert post_again(client, chloe_ask).status_code == 409
     mark = len(smtp.messages)
@@ -1138,7 +1149,7 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
     ]
     assert [len(s["round"]["decisions"]) for s in final["sessions"]] == [7, 6, 5, 4]
     text = cli_ok(run, "engagement", "show", training)
-    assert "group, ended (coach_stopped)" in text
+    assert "group, ended (coach stopped)" in text
     assert f"client: {name('daan')} <{address('daan')}> (left)" in text
     assert f"client: {name('gijs')} <{address('gijs')}> (active)" in text
 

@@ -18,10 +18,12 @@ from support import (
     catalogue,
     deliver,
     english_sentences,
+    forms,
     html_of,
     links_in,
     text_of,
     token_of,
+    year_unless_now,
 )
 
 from twoyes.engagements import start_engagement
@@ -32,7 +34,9 @@ from twoyes.sessions import record_session_done
 
 def test_every_sentence_has_its_dutch(extracted):
     dutch = catalogue(ROOT / "translations/nl/LC_MESSAGES/messages.po")
-    missing = [m.id for m in extracted if m.id and not (dutch.get(m.id) and dutch[m.id].string)]
+    missing = [
+        m.id for m in extracted if m.id and not (dutch.get(m.id) and all(forms(dutch[m.id].string)))
+    ]
     assert not missing, f"no Dutch yet for: {missing}"
     fuzzy = [m.id for m in dutch if m.id and m.fuzzy]
     assert not fuzzy, f"fuzzy (unchecked) Dutch for: {fuzzy}"
@@ -42,10 +46,9 @@ def test_the_dutch_keeps_every_placeholder(extracted):
     dutch = catalogue(ROOT / "translations/nl/LC_MESSAGES/messages.po")
     for message in extracted:
         if message.id:
-            translation = dutch[message.id].string
-            assert sorted(PLACEHOLDER.findall(translation)) == sorted(
-                PLACEHOLDER.findall(message.id)
-            ), message.id
+            wanted = sorted(set(PLACEHOLDER.findall(forms(message.id)[-1])))
+            for translation in forms(dutch[message.id].string):
+                assert sorted(set(PLACEHOLDER.findall(translation))) == wanted, message.id
 
 
 @pytest.fixture
@@ -64,10 +67,10 @@ def test_a_dutch_client_gets_dutch_mail_with_a_dutch_date(app, db, smtp, dutch_e
     (message,) = smtp.to("daan@example.org")
     assert message["Subject"] == "Nog een sessie?"
     body = text_of(message)
-    assert "Hoi Daan de Boer," in body
-    assert "dinsdag 8 december om 10:00" in body
-    assert "dinsdag 1 december" in body
-    assert "dinsdag 8 december om 10:00" in html_of(message)
+    assert "Hoi Daan," in body
+    assert f"dinsdag 8 december{year_unless_now(2026)} om 10:00" in body
+    assert f"dinsdag 1 december{year_unless_now(2026)}" in body
+    assert f"dinsdag 8 december{year_unless_now(2026)} om 10:00" in html_of(message)
 
 
 def test_an_english_client_of_a_dutch_coach_gets_english(app, db, smtp, dutch_engagement):
@@ -78,7 +81,7 @@ def test_an_english_client_of_a_dutch_coach_gets_english(app, db, smtp, dutch_en
     (to_emma,) = smtp.to("emma@example.org")
     (to_bob,) = smtp.to("bob@example.org")
     assert to_emma["Subject"] == "Another session?"
-    assert "Tuesday 8 December at 10:00" in text_of(to_emma)
+    assert f"Tuesday 8 December{year_unless_now(2026)} at 10:00" in text_of(to_emma)
     assert to_bob["Subject"] == "Nog een sessie?"
 
 
@@ -91,8 +94,8 @@ def test_the_page_speaks_the_language_of_the_token_owner(app, db, client, smtp, 
     assert page.status_code == 200
     assert '<html lang="nl">' in html
     assert "Nog een sessie?" in html
-    assert "Je koos in de mail “Ik heb voor nu wat ik nodig heb”." in html
-    assert ">Doorgaan</button>" in html
+    assert "Je koos: ik heb voor nu wat ik nodig heb." in html
+    assert ">Bevestigen</button>" in html
 
 
 def test_a_page_without_a_token_follows_the_browser(client):

@@ -244,6 +244,7 @@ def test_export_holds_everything_about_the_client_and_nothing_of_anyone_else(
     assert data["client"] | {"id": None} == {
         "id": None,
         "name": "Anna de Vries",
+        "call_name": "Anna",
         "email": ANNA,
         "lang": "en",
         "created_at": data["client"]["created_at"],
@@ -821,6 +822,9 @@ def test_init_upgrades_a_version_1_database_and_forgetting_then_works(run, db, h
         " BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END"
     )
     db.conn.execute("ALTER TABLE clients DROP COLUMN forgotten_at")
+    db.conn.execute("DROP VIEW round_parties")  # it reads the column dropped next
+    for table in ("coaches", "clients"):  # version 4 added the name people are called by
+        db.conn.execute(f"ALTER TABLE {table} DROP COLUMN call_name")
     db.conn.execute("PRAGMA user_version = 1")
     rows = counts(db)
 

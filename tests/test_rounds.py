@@ -525,9 +525,10 @@ def test_no_session_while_a_round_is_open(db, held):
     engagement, _ = held
     before = dump(db)
 
-    with pytest.raises(errors.Conflict, match=f"Engagement {engagement} already has an open round"):
+    waiting = f"Engagement {engagement} is still waiting for the decisions after session 1"
+    with pytest.raises(errors.Conflict, match=waiting):
         plan_session(db, engagement, T0 + 7 * DAY, 60, T0 + HOUR)
-    with pytest.raises(errors.Conflict, match=f"Engagement {engagement} already has an open round"):
+    with pytest.raises(errors.Conflict, match=waiting):
         record_session_done(db, engagement, T0 + HOUR, POLICY)
 
     assert dump(db) == before

@@ -161,6 +161,8 @@ def test_init_upgrades_a_table_that_an_old_view_reads(db):
         "DROP VIEW round_parties",
         "CREATE VIEW round_parties AS SELECT decisions.id, tokens.hash FROM decisions"
         " JOIN tokens ON tokens.decision_id = decisions.id",
+        "ALTER TABLE coaches DROP COLUMN call_name",  # version 4 adds it
+        "ALTER TABLE clients DROP COLUMN call_name",
         "PRAGMA user_version = 2",
     ):
         db.conn.execute(statement)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from support import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
+from support import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of, year_unless_now
 
 from twoyes.engagements import start_engagement
 from twoyes.rounds import close_overdue_rounds, send_reminders
@@ -187,7 +187,7 @@ def open_round(app, db, smtp, engagement_id: int, now: datetime = T0) -> dict[st
 def when(moment: datetime) -> str:
     """How a person in Amsterdam reads an instant on the pages and in the mails."""
     local = moment.astimezone(AMSTERDAM)
-    return f"{local:%A} {local.day} {local:%B} at {local:%H:%M}"
+    return f"{local:%A} {local.day} {local:%B}{year_unless_now(local.year)} at {local:%H:%M}"
 
 
 def decision_row(db, email: str, round_id: int | None = None) -> dict:
@@ -238,7 +238,7 @@ def test_client_page_shows_who_session_deadline_so_far_and_the_form(
     assert f"Please decide by {when(T0 + timedelta(days=7))}" in seen
     assert mail_deadline == when(T0 + timedelta(days=7)), "the page and the mail agree"
     assert "You and Bob Coach each decide for yourself" in seen
-    assert "We have recorded your choice" not in seen
+    assert "Recorded:" not in seen
 
     form = Html(page.text).form()
     assert form["method"] == "post"
@@ -284,20 +284,31 @@ def test_mail_links_preselect_their_choice_and_change_nothing(
     tokens = open_round(app, db, smtp, engagement)
     before = dump(db)
 
-    for token in tokens.values():
+    chosen = {
+        ("continue", ANNA): "You chose: another session would be useful.",
+        ("continue", BOB): "You chose: another session would be useful.",
+        ("stop", ANNA): "You chose: I have what I need for now.",
+        ("stop", BOB): "You chose: no further session for now.",
+    }
+    other = "stop" if choice == "continue" else "continue"
+    for who, token in tokens.items():
         page = client.get(f"/d/{token}/{choice}")
         assert page.status_code == 200
         assert client.head(f"/d/{token}/{choice}").status_code == 200
         seen = text(page)
-        button = choice.capitalize()
-        assert "in the mail. Nothing is recorded until you press " + button in seen
-        buttons = {b["value"]: b for b in Html(page.text).form()["buttons"]}
-        assert "preselected" in buttons[choice].get("class", "")
-        other = "stop" if choice == "continue" else "continue"
-        assert "preselected" not in buttons[other].get("class", "")
+        assert chosen[choice, who] + " Nothing is recorded until you press Confirm." in seen
+        # One answer to confirm: above the optional fields, and again below them.
+        form = Html(page.text).form()
+        buttons = {(b["name"], b["value"], b["text"].strip()) for b in form["buttons"]}
+        assert buttons == {("choice", choice, "Confirm")}
         # No autofocus: on a phone it would scroll past who, which session and the deadline.
-        assert "autofocus" not in buttons[choice] and "autofocus" not in buttons[other]
-        assert "We have recorded your choice" not in seen
+        assert all("autofocus" not in b for b in form["buttons"])
+        assert f'href="/d/{token}/{other}"' in page.text, "the other answer is one tap away"
+        # A reason is asked only of whoever came to stop.
+        reasons = [i["value"] for i in form["inputs"] if i.get("name") == "reason"]
+        assert bool(reasons) == (choice == "stop")
+        assert ("If you stop" in seen) is False
+        assert "Recorded:" not in seen
 
     assert dump(db) == before
     assert round_of(db, engagement)["status"] == "open"
@@ -317,7 +328,7 @@ def test_post_records_and_redirects_to_the_page_that_shows_it(app, db, client, s
     page = client.get(answer.headers["Location"])
     assert page.status_code == 200
     seen = text(page)
-    assert "We have recorded your choice: continue." in seen
+    assert "Recorded: you would like another session." in seen
     assert "You rated this session 7 out of 10." in seen
     assert f"Your note: {note}" in seen
     assert "<script>alert" not in page.text
@@ -365,7 +376,7 @@ def test_client_stop_closes_the_round_and_mails_the_outcome_with_welcome_back(
 
     assert answer.status_code == 303
     seen = text(client.get(f"/d/{tokens[ANNA]}"))
-    assert "We have recorded your choice: stop." in seen
+    assert "Recorded: you have what you need for now." in seen
     assert "Your reason: I can go on by myself for now." in seen
     assert "You rated this session 9 out of 10." in seen
     assert "This round is closed" in seen
@@ -432,7 +443,9 @@ def test_post_on_a_closed_round_is_409_with_the_outcome(
     assert "This round is closed" in seen
     assert "Outcome" in seen
     assert outcome_words in seen
-    assert Html(answer.text).forms == []
+    # No form to decide with; Anna, whose sessions ended, may ask to come back right there.
+    actions = [form["action"] for form in Html(answer.text).forms]
+    assert actions == ([f"/d/{tokens[late]}/welcome-back"] if late == ANNA else [])
     assert dump(db) == before
 
 
@@ -871,6 +884,7 @@ def test_a_filled_honeypot_or_a_missing_or_forged_stamp_is_not_recorded(
 
     assert answer.status_code == 200
     assert NOT_RECORDED in text(answer)
+    assert "You chose: I have what I need for now." in text(answer), "the same choice, to confirm"
     assert dump(db) == before
     # The same person pressing the genuine form is recorded (MIN_DECISION_SECONDS is 0 here).
     assert client.post(f"/d/{tokens[ANNA]}", data=data).status_code == 303
@@ -926,7 +940,7 @@ def test_a_client_page_never_shows_what_the_coach_chose_or_wrote(app, db, client
     assert "coach-private-note" not in page.text
     assert "3/10" not in seen and "3 out of 10" not in seen
     assert "Bob Coach: continue" not in seen
-    assert "We have recorded your choice" not in seen
+    assert "Recorded:" not in seen
 
 
 def test_a_client_page_looks_the_same_before_and_after_the_coach_continued(
@@ -992,7 +1006,7 @@ def test_welcome_back_page_changes_nothing_and_asking_mails_the_coach_again_and_
     assert client.get(f"/b/{token}?asked=1").status_code == 200
 
     assert page.status_code == 200
-    assert "Welcome back, Anna de Vries" in text(page)
+    assert "Welcome back, Anna" in text(page)
     assert "Would you like a new session with Bob Coach (Career)?" in text(page)
     assert Html(page.text).form()["method"] == "post"
     assert dump(db) == before
@@ -1043,6 +1057,113 @@ def test_welcome_back_with_a_filled_honeypot_mails_nobody(app, db, client, smtp,
 
     assert answer.status_code == 200
     assert "Please press the button once more" in text(answer)
+    assert dump(db) == before
+
+
+def welcome_back_form_of(client, token: str) -> dict[str, str]:
+    """The welcome-back form on a closed round's page, as the browser would send it."""
+    page = client.get(f"/d/{token}")
+    assert page.status_code == 200
+    (form,) = [f for f in Html(page.text).forms if f["action"] == f"/d/{token}/welcome-back"]
+    assert form["method"] == "post"
+    assert [b["text"].strip() for b in form["buttons"]] == ["Ask for a new session"]
+    return submission(form)
+
+
+def test_a_closed_rounds_page_asks_the_coach_for_a_new_session_right_there(
+    app, db, client, smtp, engagement
+):
+    tokens = open_round(app, db, smtp, engagement)
+    assert decide(client, tokens[ANNA], choice="stop").status_code == 303
+    smtp.clear()
+    deliver_now(app, db)
+    smtp.clear()
+    page = client.get(f"/d/{tokens[ANNA]}")
+    assert "the mail about this outcome has a link" not in text(page)
+    assert "Would you like a new session with Bob Coach (Career)?" in text(page)
+    assert client.head(f"/d/{tokens[ANNA]}?asked=1").status_code == 200
+    before = dump(db)
+    data = welcome_back_form_of(client, tokens[ANNA]) | {"message": "After the summer?"}
+    assert dump(db) == before, "looking changes nothing"
+
+    answer = client.post(f"/d/{tokens[ANNA]}/welcome-back", data=data)
+
+    assert answer.status_code == 303
+    assert urlsplit(answer.headers["Location"]).path == f"/d/{tokens[ANNA]}"
+    thanks = text(client.get(answer.headers["Location"]))
+    assert "We have let Bob Coach know that you would like a new session" in thanks
+    deliver_now(app, db)
+    (mail,) = smtp.messages
+    assert recipients(mail) == [BOB]
+    assert mail["Subject"] == "Anna de Vries would like a new session"
+    assert "After the summer?" in text_of(mail)
+    (detail,) = db.conn.execute(
+        "SELECT detail FROM events WHERE kind = 'welcome_back_asked'"
+    ).fetchone()
+    assert json.loads(detail)["via"] == "decision_page"
+    ended = db.conn.execute("SELECT status FROM engagements WHERE id = ?", [engagement])
+    assert ended.fetchone()[0] == "ended", "asking reopens nothing"
+
+
+@pytest.mark.parametrize(
+    ("forge", "status", "message"),
+    [
+        (lambda data: data | {"website": "http://spam.example"}, 200, "Please press the button"),
+        (lambda data: data | {"served": ""}, 200, "Please press the button once more"),
+        (lambda data: data | {"message": "x" * 2001}, 400, "A message can be at most 2,000"),
+    ],
+    ids=["honeypot", "no-stamp", "too-long"],
+)
+def test_a_welcome_back_ask_from_the_page_that_a_person_did_not_send_mails_nobody(
+    app, db, client, smtp, engagement, forge, status, message
+):
+    tokens = open_round(app, db, smtp, engagement)
+    assert decide(client, tokens[ANNA], choice="stop").status_code == 303
+    data = forge(welcome_back_form_of(client, tokens[ANNA]))
+    before = dump(db)
+
+    answer = client.post(f"/d/{tokens[ANNA]}/welcome-back", data=data)
+
+    assert answer.status_code == status
+    assert message in text(answer)
+    assert welcome_back_form_of(client, tokens[ANNA])  # the button is there to press again
+    assert dump(db) == before
+
+
+def test_only_a_client_whose_sessions_ended_can_ask_from_the_decision_page(
+    app, db, client, smtp, engagement
+):
+    tokens = open_round(app, db, smtp, engagement)
+    # Stamps a person would carry: each page's own, served while the round was open.
+    anna, bob = (form_of(client, f"/d/{tokens[who]}") for who in (ANNA, BOB))
+    before = dump(db)
+    # While the round is open there is nothing to come back to.
+    answer = client.post(f"/d/{tokens[ANNA]}/welcome-back", data=anna)
+    assert answer.status_code == 409
+    assert "once this round has closed" in text(answer)
+    assert dump(db) == before
+
+    assert decide(client, tokens[BOB], choice="stop").status_code == 303
+    assert "/welcome-back" not in client.get(f"/d/{tokens[BOB]}").text
+    before = dump(db)
+    # The coach's own token does not ask the coach for a session.
+    assert client.post(f"/d/{tokens[BOB]}/welcome-back", data=bob).status_code == 409
+    assert client.get(f"/d/{tokens[ANNA]}/welcome-back").status_code == 405
+    assert client.post("/d/" + "Q" * 43 + "/welcome-back", data=anna).status_code == 404
+    assert dump(db) == before
+
+
+def test_a_welcome_back_ask_from_a_page_past_its_30_days_is_404(app, db, client, smtp, engagement):
+    tokens = open_round(app, db, smtp, engagement)
+    assert decide(client, tokens[ANNA], choice="stop").status_code == 303
+    data = welcome_back_form_of(client, tokens[ANNA])
+    db.conn.execute(
+        "UPDATE rounds SET closed_at = ? WHERE engagement_id = ?",
+        [to_db(datetime.now(UTC) - timedelta(days=31)), engagement],
+    )
+    before = dump(db)
+
+    assert client.post(f"/d/{tokens[ANNA]}/welcome-back", data=data).status_code == 404
     assert dump(db) == before
 
 

@@ -62,6 +62,14 @@ UPGRADES: dict[int, list[str]] = {
         "DROP TABLE tokens",
         "ALTER TABLE tokens_new RENAME TO tokens",
     ],
+    # version 4: the name a person is called by, at first their name's first word.
+    4: [
+        "ALTER TABLE coaches ADD COLUMN call_name TEXT CHECK (length(call_name) BETWEEN 1 AND 100)",
+        "ALTER TABLE clients ADD COLUMN call_name TEXT CHECK (length(call_name) BETWEEN 1 AND 100)",
+        "UPDATE coaches SET call_name = substr(name, 1, instr(name || ' ', ' ') - 1)",
+        "UPDATE clients SET call_name = substr(name, 1, instr(name || ' ', ' ') - 1)"
+        " WHERE forgotten_at IS NULL",
+    ],
 }
 SCHEMA_VERSION = max(UPGRADES)
 

@@ -6,6 +6,7 @@ It ends for exactly one reason and may be reopened by the coach at any time.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import sqlite_utils
@@ -54,6 +55,36 @@ def start_engagement(
         )
         log_event(db, "engagement_started", now, engagement_id=engagement_id, clients=ids)
     return engagement_id
+
+
+def find_same_active_engagement(
+    db: sqlite_utils.Database, coach_email: str, client_emails: list[str]
+) -> dict | None:
+    """An active engagement of this coach with exactly these clients, if there is one: starting
+    a second is most often a slip (the command line asks for --again)."""
+    coach = get_person_by_email(db, "coach", coach_email)
+    ids = sorted({get_person_by_email(db, "client", email)["id"] for email in client_emails})
+    row = db.conn.execute(
+        "SELECT engagements.id, engagements.title FROM engagements"
+        " WHERE coach_id = ? AND status = 'active'"
+        " AND (SELECT json_group_array(client_id) FROM (SELECT client_id FROM members"
+        "      WHERE engagement_id = engagements.id AND status = 'active' ORDER BY client_id))"
+        "     = json(?)"
+        " ORDER BY engagements.id LIMIT 1",
+        [coach["id"], json.dumps(ids)],
+    ).fetchone()
+    return dict(row) if row else None
+
+
+def session_number(db: sqlite_utils.Database, session_id: int) -> int:
+    """A session's number within its engagement ("session 2 of Career"), in the order
+    describe_engagement lists them: people count sessions, not database ids."""
+    return db.conn.execute(
+        "SELECT count(*) FROM sessions AS earlier JOIN sessions AS this ON this.id = ?"
+        " WHERE earlier.engagement_id = this.engagement_id"
+        " AND (earlier.starts_at, earlier.id) <= (this.starts_at, this.id)",
+        [session_id],
+    ).fetchone()[0]
 
 
 def get_engagement(db: sqlite_utils.Database, engagement_id: int) -> dict:

@@ -34,6 +34,7 @@ def queue_decision_mail(
         context={
             "role": party["role"],
             "name": party["name"],
+            "call_name": party["call_name"],
             "coach_name": party["coach_name"],
             "title": party["title"],
             "group": party["kind"] == "group",
@@ -89,35 +90,34 @@ facts AS (
 """
 
 # A closing round's parties, through decisions' round index (the view's own joins are by key).
-ROUND_PARTIES = (
-    """
+ROUND_PARTIES_CTE = """
 WITH parties AS (
     SELECT ending.*, round_parties.id AS decision_id, role, client_id, choice, reason,
-           title, kind, coach_name, coach_email, name, email, lang, member_id, member_status,
-           session_at
+           title, kind, coach_name, coach_email, name, call_name, email, lang, member_id,
+           member_status, session_at
     FROM round_parties JOIN temp.ending ON ending.round_id = round_parties.round_id
     WHERE round_parties.round_id IN (SELECT round_id FROM temp.ending)
 ),"""
-    + PARTIES_FACTS
-)
+# Constant SQL joined with constant SQL: nothing from outside is in it.
+ROUND_PARTIES = ROUND_PARTIES_CTE + PARTIES_FACTS  # nosec B608
 
 # An engagement that ends without a round (idle): its coach and its active members, through
 # each CROSS JOIN in its order.
-ROUNDLESS_PARTIES = (
-    """
+ROUNDLESS_PARTIES_CTE = """
 WITH parties AS (
     SELECT ending.*, NULL AS decision_id, 'coach' AS role, NULL AS client_id, NULL AS choice,
            NULL AS reason, engagements.title, engagements.kind, coaches.name AS coach_name,
-           coaches.email AS coach_email, coaches.name AS name, coaches.email AS email,
-           coaches.lang AS lang, NULL AS member_id, NULL AS member_status, NULL AS session_at
+           coaches.email AS coach_email, coaches.name AS name, coaches.call_name AS call_name,
+           coaches.email AS email, coaches.lang AS lang, NULL AS member_id,
+           NULL AS member_status, NULL AS session_at
     FROM temp.ending
     CROSS JOIN engagements ON engagements.id = ending.engagement_id
     CROSS JOIN coaches ON coaches.id = engagements.coach_id
     WHERE ending.round_id IS NULL
     UNION ALL
     SELECT ending.*, NULL, 'client', members.client_id, NULL, NULL, engagements.title,
-           engagements.kind, coaches.name, coaches.email, clients.name, clients.email,
-           clients.lang, members.id, members.status, NULL
+           engagements.kind, coaches.name, coaches.email, clients.name, clients.call_name,
+           clients.email, clients.lang, members.id, members.status, NULL
     FROM temp.ending
     CROSS JOIN members ON members.engagement_id = ending.engagement_id
     CROSS JOIN engagements ON engagements.id = ending.engagement_id
@@ -125,8 +125,7 @@ WITH parties AS (
     CROSS JOIN clients ON clients.id = members.client_id
     WHERE ending.round_id IS NULL AND members.status = 'active'
 ),"""
-    + PARTIES_FACTS
-)
+ROUNDLESS_PARTIES = ROUNDLESS_PARTIES_CTE + PARTIES_FACTS  # nosec B608
 
 LEAVING = "SELECT member_id FROM facts WHERE leaves"
 
@@ -142,6 +141,7 @@ said AS (
     -- what only its coach hears (who said what, and whose rating was low).
     SELECT round_id,
            max(CASE WHEN role = 'coach' THEN choice END) AS coach_choice,
+           max(CASE WHEN role = 'coach' THEN reason END) AS coach_reason,
            count(client_id) AS members_total,
            count(CASE WHEN client_id AND choice = 'continue' THEN 1 END) AS members_continuing,
            count(CASE WHEN client_id AND choice = 'stop' THEN 1 END) AS members_stopped,
@@ -162,8 +162,8 @@ said AS (
     GROUP BY round_id
 ),
 mails AS (
-    SELECT facts.*, said.coach_choice, said.members_total, said.members_continuing,
-           said.members_stopped, said.members_silent, said.client_names,
+    SELECT facts.*, said.coach_choice, said.coach_reason, said.members_total,
+           said.members_continuing, said.members_stopped, said.members_silent, said.client_names,
            said.low_usefulness, said.client_choices,
            -- Not `ON ... AND facts.leaves`: an ON term on the left side alone made SQLite 3.40
            -- drop the coach's row when `parties` was a UNION ALL with a LEFT JOIN in it.
@@ -174,12 +174,15 @@ mails AS (
 )
 SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
        json_object(
-           'role', role, 'name', name, 'coach_name', coach_name, 'title', title,
+           'role', role, 'name', name, 'call_name', call_name, 'coach_name', coach_name,
+           'title', title,
            'group', json(iif(kind = 'group', 'true', 'false')),
            'outcome', outcome, 'end_reason', end_reason, 'session_at', session_at,
            'you_left', json(iif(leaves AND outcome = 'continue', 'true', 'false')),
            'my_choice', choice, 'my_reason', reason,
            'coach_choice', coach_choice,
+           -- Only which sentence a client reads after the coach's stop depends on it.
+           'coach_reason', coach_reason,
            'members_total', coalesce(members_total, 0),
            'members_continuing', coalesce(members_continuing, 0),
            'members_stopped', coalesce(members_stopped, 0),
@@ -219,6 +222,7 @@ def queue_welcome_back_mail(
         context={
             "role": "coach",
             "name": member["coach_name"],
+            "call_name": member["coach_call_name"],
             "client_name": member["client_name"],
             "client_email": member["client_email"],
             "title": member["title"],

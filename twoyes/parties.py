@@ -32,7 +32,7 @@ def parties_of_rounds(db: sqlite_utils.Database, round_ids: list[int]) -> list[d
 PARTIES_OF_ROUNDS = """
 SELECT id, round_id, role, client_id, choice, reason, usefulness, note, decided_at, reminded_at,
        engagement_id, deadline_at, opened_at, session_at, title, kind, coach_name, coach_email,
-       coach_lang, name, email, lang, member_id, member_status,
+       coach_lang, name, call_name, email, lang, member_id, member_status,
        (SELECT group_concat(named.name, ', ') FROM decisions AS others
           JOIN clients AS named ON named.id = others.client_id
          WHERE others.round_id = round_parties.round_id) AS client_names,
@@ -72,8 +72,20 @@ def describe_party(
         # Members only: counting the coach would tell the last member the coach's choice.
         "members_decided": sum(1 for p in parties if p["role"] == "client" and p["choice"]),
         "members_total": sum(1 for p in parties if p["role"] == "client"),
+        "members_continuing": sum(
+            1 for p in parties if p["role"] == "client" and p["choice"] == "continue"
+        ),
+        # Once closed, whether the coach's answer never came (R4): a client who said yes
+        # is told so. While open this is not shown, like the coach's choice itself.
+        "coach_silent": me["round_status"] == "closed"
+        and any(p["role"] == "coach" and p["choice"] is None for p in parties),
         # Past the deadline the round only waits for cron to close it: no more answers.
         "deadline_passed": now is not None and to_db(now) >= me["deadline_at"],
+        # R8: a client whose sessions ended with this round may ask to come back from its page,
+        # as from the welcome-back link in the outcome mail.
+        "welcome_back": me["role"] == "client"
+        and me["round_status"] == "closed"
+        and (me["outcome"] == "stop" or me["member_status"] == "left"),
     }
     if me["role"] == "coach":
         view["others"] = [
@@ -104,9 +116,9 @@ def get_welcome_back_member(db: sqlite_utils.Database, member_id: int) -> dict:
         SELECT members.id AS member_id, members.engagement_id, engagements.title,
                engagements.status AS engagement_status,
                clients.name AS client_name, clients.email AS client_email,
-               clients.lang AS client_lang,
+               clients.lang AS client_lang, clients.call_name AS client_call_name,
                coaches.name AS coach_name, coaches.email AS coach_email,
-               coaches.lang AS coach_lang
+               coaches.lang AS coach_lang, coaches.call_name AS coach_call_name
         FROM members
         JOIN engagements ON engagements.id = members.engagement_id
         JOIN clients ON clients.id = members.client_id

@@ -8,6 +8,7 @@ a second mail header.
 
 from __future__ import annotations
 
+import difflib
 import re
 import sqlite3
 import unicodedata
@@ -50,42 +51,86 @@ def ascii_address(address: str) -> str:
         return address
 
 
-def clean_name(name: str) -> str:
+def clean_name(name: str, *, what: str = "name", most: int = 200) -> str:
     """The name with its spaces tidied; one that could pass for a mail header is refused."""
     if LINE_BREAKS.search(name):
-        raise Invalid("A name must fit on one line.")
+        raise Invalid(f"A {what} must fit on one line.")
     if "=?" in name:
         # A mail program would decode "=?utf-8?q?...?=" into words of someone else's choosing.
-        raise Invalid("A name cannot contain '=?'.")
+        raise Invalid(f"A {what} cannot contain '=?'.")
     name = " ".join(name.split())
     if not name:
-        raise Invalid("A name cannot be empty.")
-    if len(name) > 200:
-        raise Invalid("A name can be at most 200 characters long.")
+        raise Invalid(f"A {what} cannot be empty.")
+    if len(name) > most:
+        raise Invalid(f"A {what} can be at most {most} characters long.")
     if any(unicodedata.category(char).startswith("C") for char in name):
-        raise Invalid("A name cannot contain control characters.")
+        raise Invalid(f"A {what} cannot contain control characters.")
     return name
 
 
+def clean_call_name(call_name: str | None, name: str) -> str:
+    """The name mails greet a person with: as given, or else the first word of their name."""
+    if call_name is None:
+        return name.split()[0]
+    return clean_name(call_name, what="call name", most=100)
+
+
 def add_person(
-    db: sqlite_utils.Database, role: str, name: str, email: str, lang: str, now: datetime
+    db: sqlite_utils.Database,
+    role: str,
+    name: str,
+    email: str,
+    lang: str,
+    now: datetime,
+    call_name: str | None = None,
 ) -> int:
-    """Add a coach or a client; the address must be new for that role."""
+    """Add a coach or a client; the address must be new for that role.
+
+    `call_name` is what mails greet them with ("Hello Anna"); by default the
+    first word of the name.
+    """
     table = ROLES[role]
     name, email = clean_name(name), normalise_email(email)
+    call_name = clean_call_name(call_name, name)
     if lang not in LANGUAGES:
         raise Invalid(f"Language {lang!r} is not supported; choose one of {', '.join(LANGUAGES)}.")
     with transaction(db):
         try:
             cursor = db.conn.execute(
                 # The table name comes from ROLES, never from input.
-                f"INSERT INTO {table} (name, email, lang, created_at) VALUES (?, ?, ?, ?)",  # nosec B608
-                [name, email, lang, to_db(now)],
+                f"INSERT INTO {table} (name, call_name, email, lang, created_at)"  # nosec B608
+                " VALUES (?, ?, ?, ?, ?)",
+                [name, call_name, email, lang, to_db(now)],
             )
         except sqlite3.IntegrityError as error:
-            raise Conflict(f"There is already a {role} with the address {email}.") from error
+            # The address as it is stored, which may differ from the typed one in case.
+            stored = db.conn.execute(
+                f"SELECT name, email FROM {table} WHERE email = ?",  # nosec B608
+                [email],
+            ).fetchone()
+            raise Conflict(
+                f"There is already a {role} with the address {stored['email']} ({stored['name']})."
+            ) from error
         log_event(db, f"{role}_added", now, **{f"{role}_id": cursor.lastrowid})
     return cursor.lastrowid
+
+
+def set_call_name(
+    db: sqlite_utils.Database, role: str, email: str, call_name: str, now: datetime
+) -> dict:
+    """Greet a coach or a client by another name from now on; returns the person as stored.
+
+    An empty `call_name` goes back to the first word of their name.
+    """
+    with transaction(db):
+        person = get_person_by_email(db, role, email)
+        call_name = clean_call_name(call_name if call_name.strip() else None, person["name"])
+        db.conn.execute(
+            f"UPDATE {ROLES[role]} SET call_name = ? WHERE id = ?",  # nosec B608
+            [call_name, person["id"]],
+        )
+        log_event(db, f"{role}_changed", now, **{f"{role}_id": person["id"]})
+    return person | {"call_name": call_name}
 
 
 def get_person_by_email(db: sqlite_utils.Database, role: str, email: str) -> dict:
@@ -97,8 +142,33 @@ def get_person_by_email(db: sqlite_utils.Database, role: str, email: str) -> dic
     if row is not None and dict(row).get("forgotten_at"):
         row = None  # a forgotten client answers to no address, not even their placeholder
     if row is None:
-        raise NotFound(
-            f"There is no {role} with the address {email.strip()}; add one with "
-            f"`python cli.py {role} add NAME {email.strip()}`."
-        )
+        raise NotFound(unknown_address(db, role, email.strip()))
     return dict(row)
+
+
+def unknown_address(db: sqlite_utils.Database, role: str, email: str) -> str:
+    """Why an address finds nobody: most often a typo, so the stored address it is nearest to
+    is offered; never a command that would add a person under the mistyped one."""
+    local, _, domain = email.lower().rpartition("@")
+    near = None
+    # The table name comes from ROLES, never from input.
+    for (known,) in db.conn.execute(f"SELECT email FROM {ROLES[role]}"):  # nosec B608
+        known_local, _, known_domain = known.lower().rpartition("@")
+        if known_domain.endswith(".invalid"):
+            continue  # forgotten clients answer to no address
+        # A slip in one half of the address, the other half the same.
+        if (known_domain == domain and _alike(local, known_local)) or (
+            known_local == local and _alike(domain, known_domain)
+        ):
+            near = known
+            break
+    if near:
+        return f"There is no {role} with the address {email}; did you mean {near}?"
+    return (
+        f"There is no {role} with the address {email}; check it, or add the {role} first "
+        f"with `python cli.py {role} add NAME EMAIL`."
+    )
+
+
+def _alike(typed: str, stored: str) -> bool:
+    return difflib.SequenceMatcher(None, typed, stored).ratio() >= 0.7

@@ -80,7 +80,9 @@ def export_client(db: sqlite_utils.Database, email: str) -> dict:
     decision_ids = _ids(db, "SELECT id FROM decisions WHERE client_id = ?", client["id"])
     member_ids = [row["member_id"] for row in memberships]
     return {
-        "client": {key: client[key] for key in ("id", "name", "email", "lang", "created_at")},
+        "client": {
+            key: client[key] for key in ("id", "name", "call_name", "email", "lang", "created_at")
+        },
         "engagements": [
             {
                 "id": row["id"],
@@ -136,7 +138,8 @@ def export_client(db: sqlite_utils.Database, email: str) -> dict:
             | {"detail": json.loads(row["detail"])}
             for row in db.conn.execute(
                 "SELECT * FROM events"
-                " WHERE (kind = 'client_added' AND json_extract(detail, '$.client_id') = :client)"
+                " WHERE (kind IN ('client_added', 'client_changed')"
+                " AND json_extract(detail, '$.client_id') = :client)"
                 " OR json_extract(detail, '$.decision_id')"
                 " IN (SELECT value FROM json_each(:decisions))"
                 " OR json_extract(detail, '$.member_id') IN (SELECT value FROM json_each(:members))"
@@ -297,7 +300,8 @@ def erase_client(db: sqlite_utils.Database, client: dict, now: datetime, why: st
     mails = _erase_mail(db, ids, client["name"])
     _erase_answer_origins(db, client_id)
     db.conn.execute(
-        "UPDATE clients SET name = :name, email = :email, forgotten_at = :now WHERE id = :client",
+        "UPDATE clients SET name = :name, call_name = NULL, email = :email, forgotten_at = :now"
+        " WHERE id = :client",
         ids,
     )
     log_event(db, "client_forgotten", now, client_id=client_id, why=why)

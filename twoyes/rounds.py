@@ -15,7 +15,7 @@ import sqlite_utils
 
 from twoyes.db import transaction
 from twoyes.endings import Ending, end_engagements
-from twoyes.engagements import get_engagement
+from twoyes.engagements import get_engagement, session_number
 from twoyes.errors import N_, Conflict, Invalid, NotFound
 from twoyes.events import log_event
 from twoyes.mails import queue_decision_mail
@@ -76,10 +76,11 @@ def require_open_for_sessions(db: sqlite_utils.Database, engagement: dict) -> No
         [engagement["id"]],
     ).fetchone()
     if open_round_:
+        number = session_number(db, open_round_["session_id"])
         raise Conflict(
-            f"Engagement {engagement['id']} already has an open round "
-            f"(round {open_round_['id']}, after session {open_round_['session_id']}); "
-            "decide it or run close-undecided first."
+            f"Engagement {engagement['id']} is still waiting for the decisions after session "
+            f"{number} (round {open_round_['id']}); decide that round first: "
+            f"`python cli.py decide {open_round_['id']} --choice continue` (or stop)."
         )
 
 
@@ -113,8 +114,8 @@ def open_due_rounds(db: sqlite_utils.Database, now: datetime, policy: Policy) ->
 
 # What record_decision checks a decision against, read under the write lock.
 DECIDING_PARTY = (
-    "SELECT id, round_id, role, choice, round_status, engagement_id, deadline_at, kind,"
-    " min_members, member_id, member_status FROM round_parties WHERE id = ?"
+    "SELECT id, round_id, role, choice, round_status, engagement_id, deadline_at, closed_at,"
+    " kind, min_members, member_id, member_status FROM round_parties WHERE id = ?"
 )
 
 
@@ -138,6 +139,11 @@ def record_decision(
         reason = None  # a reason is asked only of whoever stops
     with transaction(db):
         party = db.conn.execute(DECIDING_PARTY, [decision_id]).fetchone()
+        if party["round_status"] == "closed" and party["closed_at"] >= party["deadline_at"]:
+            # R4: closed by the sweep at the deadline; silence counted as stop.
+            raise Conflict(
+                N_("This round closed at its deadline, so an answer after it could not be counted.")
+            )
         if party["round_status"] == "closed":
             raise Conflict(N_("This round is closed already; your answer was not needed any more."))
         if to_db(now) >= party["deadline_at"]:

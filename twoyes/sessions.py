@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import sqlite_utils
 
 from twoyes.db import transaction
-from twoyes.engagements import get_engagement
+from twoyes.engagements import get_engagement, session_number
 from twoyes.errors import Conflict, Invalid
 from twoyes.events import log_event
 from twoyes.rounds import open_round, require_open_for_sessions
@@ -32,7 +32,7 @@ def plan_session(
         if planned:
             raise Conflict(
                 f"Engagement {engagement_id} already has a planned session "
-                f"(session {planned['id']} at {planned['starts_at']}); "
+                f"(session {session_number(db, planned['id'])}, at {planned['starts_at']}); "
                 "an engagement plans one session at a time."
             )
         session_id = db.conn.execute(

@@ -18,12 +18,16 @@ from twoyes.cli.options import (
     settings,
     with_app,
 )
+from twoyes.cli.terminal import local
 from twoyes.engagements import (
     describe_engagement,
+    find_same_active_engagement,
     list_engagements,
     reopen_engagement,
     start_engagement,
 )
+from twoyes.errors import Conflict, Invalid
+from twoyes.labels import ENDING_LABELS, REASON_LABELS
 from twoyes.members import add_member, remove_member
 from twoyes.rounds import get_coach_decision_id, record_decision
 from twoyes.rules import CHOICES, REASONS
@@ -53,13 +57,26 @@ def engagement():
     show_default=True,
     help="Groups: how many members must continue for the group to go on.",
 )
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Start it even though the same coach and clients have an active engagement.",
+)
 @json_option
 @with_app
-def engagement_start(coach_email, client_emails, title, min_members, as_json):
+def engagement_start(coach_email, client_emails, title, min_members, again, as_json):
     """Start an engagement; two or more clients make a group.
 
     Example: python cli.py engagement start --coach bob@example.org --client anna@example.org
     """
+    same = not again and find_same_active_engagement(get_db(), coach_email, list(client_emails))
+    if same:
+        name = f"engagement {same['id']}" + (f" ({same['title']})" if same["title"] else "")
+        raise Conflict(
+            f"The same coach and clients already have an active {name}; plan its next session "
+            f"with `python cli.py session add {same['id']} --at ...`, or add --again to start "
+            "another one."
+        )
     engagement_id = start_engagement(
         get_db(), coach_email, list(client_emails), utcnow(), title=title, min_members=min_members
     )
@@ -88,7 +105,7 @@ def engagement_list(status, as_json):
     if not rows:
         click.echo("No engagements yet." if status is None else f"No {status} engagements.")
     for row in rows:
-        state = row["status"] if row["status"] == "active" else f"ended ({row['end_reason']})"
+        state = row["status"] if row["status"] == "active" else f"ended ({ending(row)})"
         title = f" {row['title']!r}" if row["title"] else ""
         click.echo(
             f"{row['id']:>4}  {state:<24} {row['coach_name']} with {row['clients'] or 'nobody'}"
@@ -109,23 +126,45 @@ def engagement_show(engagement_id, as_json):
     if as_json:
         print_json(data)
         return
-    state = data["status"] + (f" ({data['end_reason']})" if data["end_reason"] else "")
+    zone = settings().zone
+    state = data["status"] + (f" ({ending(data)})" if data["end_reason"] else "")
     click.echo(f"Engagement {data['id']}{': ' + data['title'] if data['title'] else ''}")
     click.echo(f"  {data['kind']}, {state}")
     click.echo(f"  coach: {data['coach']['name']} <{data['coach']['email']}>")
     for member in data["members"]:
         click.echo(f"  client: {member['name']} <{member['email']}> ({member['status']})")
-    for session in data["sessions"]:
+    for number, session in enumerate(data["sessions"], start=1):
         state = "held" if session["round"] else "planned"
-        click.echo(f"  session {session['id']} at {session['at']} ({state})")
+        click.echo(f"  session {number}: {local(session['at'], zone)} ({state})")
         if session["round"]:
             round_ = session["round"]
             click.echo(
-                f"    round {round_['id']}: {round_['status']}, deadline {round_['deadline']}"
+                f"    round {round_['id']}: {round_['status']}, "
+                f"deadline {local(round_['deadline'], zone)}"
                 + (f", outcome {round_['outcome']}" if round_["outcome"] else "")
             )
             for decision in round_["decisions"]:
-                click.echo(f"      {decision['party']}: {decision['choice'] or 'undecided'}")
+                reason = decision["reason"] and f" ({REASON_LABELS[decision['reason']].lower()})"
+                click.echo(
+                    f"      {decision['party']}: {decision['choice'] or 'undecided'}{reason or ''}"
+                )
+
+
+def ending(engagement: dict) -> str:
+    """Why an engagement ended, in words ('coach stopped'); --json keeps the code."""
+    label = ENDING_LABELS[engagement["end_reason"]]
+    return label[0].lower() + label[1:]
+
+
+def session_number(engagement_id: int, session_id: int) -> int:
+    """A session's number within its engagement (session 2 of Career), as `show` counts."""
+    sessions = describe_engagement(get_db(), engagement_id)["sessions"]
+    return next(n for n, s in enumerate(sessions, start=1) if s["id"] == session_id)
+
+
+def engagement_name(engagement_id: int) -> str:
+    title = describe_engagement(get_db(), engagement_id)["title"]
+    return f"engagement {engagement_id}" + (f" ({title})" if title else "")
 
 
 @engagement.command(name="reopen")
@@ -183,7 +222,7 @@ def engagement_remove_member(engagement_id, email, now, as_json):
     if result["round_closed"] and result["outcome"] == "continue":
         click.echo("With that, the round closed and the group goes on.")
     elif result["round_closed"]:
-        click.echo(f"With that, the round closed and the group ended ({result['end_reason']}).")
+        click.echo(f"With that, the round closed and the group ended ({ending(result)}).")
 
 
 @click.group()
@@ -209,12 +248,19 @@ def session_add(engagement_id, at, minutes, as_json):
     Example: python cli.py session add 1 --at "2026-12-09 10:00" --minutes 60
     """
     starts = at.replace(tzinfo=settings().zone)
-    session_id = plan_session(get_db(), engagement_id, starts, minutes, utcnow())
+    now = utcnow()
+    if starts <= now:
+        raise Invalid(
+            f"{at:%Y-%m-%d %H:%M} is in the past; for a session that took place, use "
+            f"`python cli.py session done {engagement_id}`."
+        )
+    session_id = plan_session(get_db(), engagement_id, starts, minutes, now)
     if as_json:
         print_json({"session_id": session_id})
     else:
         click.echo(
-            f"Planned session {session_id} of engagement {engagement_id} at {at:%Y-%m-%d %H:%M}."
+            f"Planned session {session_number(engagement_id, session_id)} of "
+            f"{engagement_name(engagement_id)} at {local(starts, settings().zone)}."
         )
 
 
@@ -242,8 +288,9 @@ def session_done(engagement_id, minutes, now, as_json):
         print_json({"session_id": session_id, "round_id": round_id})
     else:
         click.echo(
-            f"Recorded session {session_id} and opened round {round_id}; the decision mails are "
-            "queued (python cli.py send delivers them)."
+            f"Recorded session {session_number(engagement_id, session_id)} of "
+            f"{engagement_name(engagement_id)} and opened round {round_id}; the decision mails "
+            "are queued (python cli.py send delivers them)."
         )
 
 
@@ -277,4 +324,5 @@ def decide(round_id, choice, reason, usefulness, note, now):
     elif verdict.outcome == "continue":
         click.echo("Everyone chose to continue: plan the next session with `session add`.")
     else:
-        click.echo(f"The round closed and the engagement ended ({verdict.end_reason}).")
+        ended = ending({"end_reason": verdict.end_reason})
+        click.echo(f"The round closed and the engagement ended ({ended}).")

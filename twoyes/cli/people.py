@@ -7,7 +7,7 @@ import click
 from twoyes.cli.options import get_db, json_option, print_json, settings, with_app
 from twoyes.cli.privacy import client_export, client_forget
 from twoyes.cli.reports import coach_link
-from twoyes.people import add_person
+from twoyes.people import add_person, set_call_name
 from twoyes.rules import LANGUAGES
 from twoyes.times import utcnow
 
@@ -25,20 +25,42 @@ def person_commands(role: str) -> click.Group:
     @group.command(
         name="add",
         help=f"Add a {role} with a name and an e-mail address.\n\n"
+        "Mails greet them by --call-name, by default the first word of the name.\n\n"
         f'Example: python cli.py {role} add "Anna de Vries" anna@example.org --lang nl',
     )
     @click.argument("name")
     @click.argument("email")
     @click.option("--lang", type=click.Choice(LANGUAGES), help="Language of mails and pages.")
+    @click.option("--call-name", help="The name mails greet them with (default: the first word).")
     @json_option
     @with_app
-    def add(name, email, lang, as_json):
+    def add(name, email, lang, call_name, as_json):
         lang = lang or settings().language
-        person_id = add_person(get_db(), role, name, email, lang, utcnow())
+        person_id = add_person(get_db(), role, name, email, lang, utcnow(), call_name=call_name)
         if as_json:
             print_json({"id": person_id})
         else:
             click.echo(f"Added {role} {name} <{email.strip()}> (id {person_id}, language {lang}).")
+
+    @group.command(
+        name="set",
+        help=f"Change what is kept about a {role}: for now, the name mails greet them with.\n\n"
+        f'Example: python cli.py {role} set anna@example.org --call-name "Annie"',
+    )
+    @click.argument("email")
+    @click.option(
+        "--call-name",
+        required=True,
+        help="The name mails greet them with; empty for the first word of their name.",
+    )
+    @json_option
+    @with_app
+    def set_(email, call_name, as_json):
+        person = set_call_name(get_db(), role, email, call_name, utcnow())
+        if as_json:
+            print_json({"id": person["id"], "call_name": person["call_name"]})
+        else:
+            click.echo(f"Mails greet {person['name']} as {person['call_name']} from now on.")
 
     return group
 

@@ -215,14 +215,26 @@ def export(csv_path, coach_email, force, as_json):
     Example: python cli.py export --csv decisions.csv --coach bob@example.org
     """
     coach_id, _ = get_named_coach(get_db(), coach_email)
-    count = 0
+    rows = decided = 0
     with open_new_file(csv_path, force=force) as file:
         writer = csv.DictWriter(file, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
         for row in decision_rows(get_db(), coach_id):
             writer.writerow({key: spreadsheet_safe(value) for key, value in row.items()})
-            count += 1
+            rows += 1
+            decided += row["choice"] is not None
     if as_json:
-        print_json({"path": csv_path, "rows": count})
-    else:
-        click.echo(f"Wrote {count} decision(s) to {csv_path}.")
+        print_json(
+            {"path": csv_path, "rows": rows, "decisions": decided, "no_answer": rows - decided}
+        )
+        return
+    # A row is a party of a round; one who never answered has a row without a choice.
+    silent = rows - decided
+    click.echo(
+        f"Wrote {decided} decision{'' if decided == 1 else 's'} to {csv_path}"
+        + (
+            f", and {silent} row{'' if silent == 1 else 's'} for parties who did not answer."
+            if silent
+            else "."
+        )
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import current_app
-from flask_babel import get_locale, get_translations, gettext
+from flask_babel import get_locale, get_translations, gettext, ngettext
 from jinja2 import pass_eval_context
 from markupsafe import Markup
 
@@ -24,6 +24,9 @@ SUBJECTS = {
     "reminder": N_("A reminder: another session?"),
     "outcome_continue": N_("We continue"),
     "outcome_stop": N_("Thank you, and welcome back any time"),
+    # The coach's own mail when an engagement ends: about the work, not a goodbye to them.
+    "outcome_stop_coach": N_("%(title)s has ended"),
+    "outcome_stop_coach_untitled": N_("Your engagement with %(client_names)s has ended"),
     "welcome_back": N_("%(client_name)s would like a new session"),
 }
 
@@ -31,8 +34,7 @@ END_SENTENCES = {
     "client": {
         "client_stopped": N_("You chose to stop. Thank you for letting us know."),
         "coach_stopped": N_(
-            "%(coach_name)s decided that another session is not the most useful next step "
-            "for now. That is about the fit of the approach, not about you."
+            "%(coach_name)s decided that another session is not the most useful next step for now."
         ),
         "undecided": N_(
             "We did not hear from everyone by the deadline, and we never continue without a "
@@ -51,6 +53,10 @@ END_SENTENCES = {
         "members_left": N_("Too few members chose to continue, so the group has ended."),
     },
 }
+
+# Said to a client after the coach's stop, only when the coach gave this reason: the
+# approach does not fit the question. Another reason, or none, gets no guess at why.
+NOT_ABOUT_YOU = N_("That is about the fit of the approach, not about you.")
 
 
 def bound_gettext(translations=None) -> dict:
@@ -90,17 +96,23 @@ def _newstyle(eval_ctx, text: str, variables: dict) -> str:
 
 
 def format_when(text: str | None) -> str:
-    """'Tuesday 9 December at 10:00' / 'dinsdag 9 december om 10:00', in the practice's zone."""
+    """'Tuesday 9 December at 10:00' / 'dinsdag 9 december om 10:00', in the practice's zone;
+    with the year ('Tuesday 9 December 2025 at 10:00') when it is not this year."""
     if not text:
         return ""
-    return _local(text, gettext("EEEE d MMMM 'at' HH:mm"))
+    if _this_year(text):
+        return _local(text, gettext("EEEE d MMMM 'at' HH:mm"))
+    return _local(text, gettext("EEEE d MMMM y 'at' HH:mm"))
 
 
 def format_day(text: str | None) -> str:
-    """'Tuesday 9 December' / 'dinsdag 9 december', in the practice's zone."""
+    """'Tuesday 9 December' / 'dinsdag 9 december', in the practice's zone; with the year
+    when it is not this year."""
     if not text:
         return ""
-    return _local(text, gettext("EEEE d MMMM"))
+    if _this_year(text):
+        return _local(text, gettext("EEEE d MMMM"))
+    return _local(text, gettext("EEEE d MMMM y"))
 
 
 def format_date(moment: datetime | str | None) -> str:
@@ -115,10 +127,26 @@ def _local(moment: datetime | str, pattern: str) -> str:
     return format_local(moment, pattern, current_app.extensions["twoyes"].zone, get_locale())
 
 
+def _this_year(moment: datetime | str) -> bool:
+    """Whether an instant falls in this year on the practice's wall clock: a date a person
+    reads names its year only when it is another one (a mail is worded as it is sent)."""
+    tz = current_app.extensions["twoyes"].zone
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.astimezone(tz).year == datetime.now(tz).year
+
+
 def subject_for(kind: str, context: dict) -> str:
     if kind == "outcome":
         kind = "outcome_stop" if context.get("you_left") else f"outcome_{context['outcome']}"
-    return gettext(SUBJECTS[kind], client_name=context.get("client_name", ""))
+        if kind == "outcome_stop" and context.get("role") == "coach":
+            kind = "outcome_stop_coach" if context.get("title") else "outcome_stop_coach_untitled"
+    return gettext(
+        SUBJECTS[kind],
+        client_name=context.get("client_name", ""),
+        client_names=context.get("client_names") or "",
+        title=context.get("title") or "",
+    )
 
 
 def outcome_paragraphs(context: dict) -> list[str]:
@@ -143,9 +171,9 @@ def _outcome_lines(context: dict) -> list[str]:
         "coach_name": context["coach_name"],
         "client_names": context.get("client_names") or gettext("Your client"),
         "title": context.get("title") or "",
-        "continuing": context.get("members_continuing", 0),
         "total": context.get("members_total", 0),
     }
+    continuing = context.get("members_continuing", 0)
     if context["outcome"] == "continue":
         if context.get("you_left"):
             first = (
@@ -167,7 +195,7 @@ def _outcome_lines(context: dict) -> list[str]:
             if group:
                 together = (
                     gettext(
-                        "You and the group of %(title)s chose to continue. "
+                        "%(title)s goes on: you and the group chose to continue. "
                         "Please plan the next session.",
                         **names,
                     )
@@ -178,7 +206,12 @@ def _outcome_lines(context: dict) -> list[str]:
                 )
                 return [
                     together,
-                    gettext("%(continuing)s of %(total)s members continue.", **names),
+                    ngettext(
+                        "%(num)s of %(total)s members continues.",
+                        "%(num)s of %(total)s members continue.",
+                        continuing,
+                        **names,
+                    ),
                 ]
             return [
                 gettext(
@@ -188,9 +221,12 @@ def _outcome_lines(context: dict) -> list[str]:
             ]
         if group:
             return [
-                gettext(
-                    "The group goes on: %(continuing)s of %(total)s members chose to continue, "
+                ngettext(
+                    "The group goes on: %(num)s of %(total)s members chose to continue, "
                     "and so did %(coach_name)s.",
+                    "The group goes on: %(num)s of %(total)s members chose to continue, "
+                    "and so did %(coach_name)s.",
+                    continuing,
                     **names,
                 ),
                 gettext("%(coach_name)s will let you know when the next session is.", **names),
@@ -202,16 +238,49 @@ def _outcome_lines(context: dict) -> list[str]:
             ),
             gettext("%(coach_name)s will be in touch to plan it.", **names),
         ]
-    ending = END_SENTENCES[role][context["end_reason"]]
-    lines = [gettext(ending, **names)]
-    if role == "client":
-        if context.get("my_reason") == "on_my_own":
-            lines.append(
-                gettext(
-                    "Going on by yourself is the best outcome coaching can have. We wish you well."
-                )
+    if role == "coach":
+        ending = END_SENTENCES["coach"][context["end_reason"]]
+        return [
+            gettext(ending, **names),
+            gettext("Each client got a mail with a link to come back whenever they like."),
+        ]
+    return _client_ending(context, names)
+
+
+def _client_ending(context: dict, names: dict) -> list[str]:
+    """Why a client's sessions ended, in their terms, and the way back."""
+    reason = context["end_reason"]
+    come_back = gettext("You are welcome back any time: the link below lets your coach know.")
+    if reason == "undecided" and context.get("my_choice") == "continue":
+        # R4/R5: a client who said yes while the coach stayed silent hears whose answer it was.
+        return [
+            gettext(
+                "You chose to continue, but the answer of %(coach_name)s did not come before "
+                "the deadline. We never continue without a yes from everyone, so no next "
+                "session is planned for now.",
+                **names,
+            ),
+            gettext(
+                "If you would like one, you can ask for a new session with the link below: "
+                "%(coach_name)s gets a mail to plan it with you.",
+                **names,
+            ),
+        ]
+    if reason == "undecided" and not context.get("my_choice") and not context["group"]:
+        lines = [
+            gettext(
+                "We did not hear from you by the deadline, and we never continue without a yes, "
+                "so this was our last session for now."
             )
-        lines.append(gettext("You are welcome back any time: the link below lets your coach know."))
+        ]
     else:
-        lines.append(gettext("Each client got a mail with a link to come back whenever they like."))
+        ending = END_SENTENCES["client"][reason]
+        lines = [gettext(ending, **names)]
+    if reason == "coach_stopped" and context.get("coach_reason") == "cannot_help":
+        lines.append(gettext(NOT_ABOUT_YOU))
+    if context.get("my_reason") == "on_my_own":
+        lines.append(
+            gettext("Going on by yourself is the best outcome coaching can have. We wish you well.")
+        )
+    lines.append(come_back)
     return lines

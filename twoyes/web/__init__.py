@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from email.utils import formataddr
 from pathlib import Path
 
 from flask import Flask, g, render_template, request
@@ -91,6 +92,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
         sources |= dict.fromkeys(test_config, "test")
+    practice_name = str(app.config.get("PRACTICE_NAME") or "").strip()
+    if sources["MAIL_DEFAULT_SENDER"] == "default" and practice_name:
+        # Mail comes from the practice by name, not from "twoyes", until a sender is set.
+        app.config["MAIL_DEFAULT_SENDER"] = formataddr((practice_name, "twoyes@localhost"))
     settings = load_settings(app.config, app.instance_path)
     problem = catalogue_problem()
     if problem:

@@ -14,7 +14,7 @@ from flask_babel import gettext
 from twoyes.errors import N_, TwoyesError
 from twoyes.parties import describe_party
 from twoyes.rounds import record_decision
-from twoyes.rules import REASONS
+from twoyes.rules import CHOICES, REASONS
 from twoyes.times import utcnow
 from twoyes.tokens import get_decision, get_decision_id
 from twoyes.web.context import form_stamp, get_db, limit_tokens
@@ -62,26 +62,38 @@ def decide_from_form(decision_id: int, round_status: str, now, *, via: str, show
     return redirect(done, 303)
 
 
-def decision_page(token: str, *, status: int = 200, preselect=None, form=None, notice=()):
+def decision_page(
+    token: str, *, status: int = 200, preselect=None, form=None, notice=(), message="", asked=False
+):
     """The party's page, in their language.
 
-    `preselect` only for the Continue and Stop links of a mail; `notice`
-    holds sentences to show above the form (msgids, translated here).
+    `preselect` only for the Continue and Stop links of a mail: the page then
+    asks to confirm that one choice. `notice` holds sentences to show at the
+    top: msgids, or (msgid, values) pairs, translated here. `message` and
+    `asked` belong to the welcome-back form of a closed round.
     """
     db = get_db()
     now = utcnow()
     view = describe_party(db, get_decision_id(db, token, now), now)
     g.lang = view["me"]["lang"]
+    # A choice posted and refused (a scanner's stamp, a bad value) is asked to be confirmed again.
+    if form is not None and form.choice in CHOICES:
+        preselect = form.choice
     page = render_template(
         "decision.html",
         token=token,
         view=view,
         reasons=REASONS[view["me"]["role"]],
-        preselect=preselect,
+        intent=None if preselect == view["me"]["choice"] else preselect,
         form=form,
-        notice=" ".join(gettext(sentence) for sentence in notice),
+        notice=" ".join(
+            gettext(item) if isinstance(item, str) else gettext(item[0], **item[1])
+            for item in notice
+        ),
         stamp=form_stamp().issue(view["me"]["id"]),
         status=status,
+        message=message,
+        asked=asked,
     )
     return page, status
 
@@ -89,7 +101,7 @@ def decision_page(token: str, *, status: int = 200, preselect=None, form=None, n
 @bp.get("/d/<token>")
 @limit_tokens
 def decision(token: str):
-    return decision_page(token)
+    return decision_page(token, asked=request.args.get("asked") == "1")
 
 
 @bp.get("/d/<token>/<any(continue, stop):choice>")

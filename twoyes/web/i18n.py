@@ -36,6 +36,8 @@ def init_language(app: Flask, settings: Settings) -> None:
     app.jinja_env.globals["ENDING_LABELS"] = ENDING_LABELS
     app.jinja_env.globals["outcome_paragraphs"] = outcome_paragraphs
     app.jinja_env.globals["current_language"] = lambda: str(get_locale() or "en")
+    # Heads every page and signs every mail (templates say "twoyes" while it is unset).
+    app.jinja_env.globals["practice_name"] = settings.practice_name
 
 
 def select_language() -> str:
