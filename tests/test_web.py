@@ -21,6 +21,7 @@ import pytest
 from support import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
 
 from twoyes.engagements import start_engagement
+from twoyes.people import add_person
 from twoyes.rounds import close_overdue_rounds, send_reminders
 from twoyes.sessions import record_session_done
 from twoyes.times import to_db
@@ -1180,6 +1181,51 @@ def test_token_pages_are_rate_limited_per_address(settings, engagement, db, app,
     assert other.get("/healthz").status_code == 200  # pages without tokens are not limited
     elsewhere = {"REMOTE_ADDR": "192.0.2.7"}
     assert browser.get("/d/" + "D" * 43, environ_base=elsewhere).status_code == 404  # own budget
+
+
+def test_a_training_room_on_one_address_decides_and_guessing_still_meets_a_429(settings, db):
+    """Twenty members of a training share the venue's address: each opens the page, presses,
+    sees the result, all within a minute, under the default limit; all twenty are recorded.
+    Guessing from an address still meets a 429 that says when to come back."""
+    defaults = {key: value for key, value in settings.items() if key != "TOKEN_RATE_LIMIT"}
+    browser = create_app({"TESTING": True, **defaults}).test_client()
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    add_person(db, "coach", "Bob Coach", "bob@example.org", "en", now)
+    members = [f"member{n}@example.org" for n in range(20)]
+    for number, address in enumerate(members):
+        add_person(db, "client", f"Member {number}", address, "en", now)
+    engagement = start_engagement(db, "bob@example.org", members, now, min_members=2)
+    record_session_done(db, engagement, now, POLICY)
+    tokens = [
+        json.loads(context)["decide_token"]
+        for (context,) in db.conn.execute(
+            "SELECT context FROM outbox WHERE kind = 'decision' AND to_email != 'bob@example.org'"
+        )
+    ]
+    assert len(tokens) == 20
+
+    started = time.monotonic()
+    for token in tokens:
+        page = browser.get(f"/d/{token}")
+        assert page.status_code == 200
+        stamp = re.search(r'name="served" value="([^"]+)"', page.text).group(1)
+        pressed = browser.post(f"/d/{token}", data={"served": stamp, "choice": "continue"})
+        assert pressed.status_code == 303
+        assert browser.get(pressed.headers["Location"]).status_code == 200
+    assert time.monotonic() - started < 60
+
+    (recorded,) = db.conn.execute(
+        "SELECT count(*) FROM decisions WHERE role = 'client' AND choice = 'continue'"
+    ).fetchone()
+    assert recorded == 20
+
+    guesses = [browser.get(f"/d/{n:043d}") for n in range(150)]
+    statuses = [guess.status_code for guess in guesses]
+    assert statuses[:30] == [404] * 30 and statuses[30:] == [429] * 120
+    assert 0 < int(guesses[-1].headers["Retry-After"]) <= 60
+    # Once guessing has used up the address's budget, a real link answers the same 429:
+    # a guesser cannot tell a hit from a miss.
+    assert browser.get(f"/d/{tokens[0]}").status_code == 429
 
 
 def test_the_rate_limit_setting_must_read_like_limits(settings):

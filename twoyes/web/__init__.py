@@ -18,6 +18,7 @@ from flask import Flask, g, render_template, request
 from flask.sessions import SessionInterface
 from flask_babel import gettext
 from flask_mail import Mail
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from twoyes import db as database
@@ -106,7 +107,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["twoyes_form_stamp"] = FormStamp(
         settings.secret_key, settings.min_decision_seconds
     )
-    # Token routes are rate limited per client address: nobody tries tokens by the thousand.
+    # Token routes are rate limited: refusals per address, requests per link (rate_limits).
     app.extensions["twoyes_rate_limit"] = TokenRateLimit(
         settings.token_rate_limit, settings.ratelimit_storage_uri
     )
@@ -166,6 +167,11 @@ def show_error(error: TwoyesError):
 
 
 def show_http_error(error):
+    """The error page in the reader's language, keeping what the error tells a client in its
+    headers: Retry-After on a 429, Allow on a 405."""
     status = getattr(error, "code", None) or getattr(error, "status", 500)
     message = gettext(HTTP_ERRORS.get(status, HTTP_ERRORS[500]))
-    return render_template("error.html", status=status, message=message), status
+    headers = []
+    if isinstance(error, HTTPException):
+        headers = [(name, value) for name, value in error.get_headers() if name != "Content-Type"]
+    return render_template("error.html", status=status, message=message), status, headers

@@ -16,7 +16,7 @@ from twoyes.parties import get_welcome_back_member
 from twoyes.rules import NOTE_MAX
 from twoyes.times import utcnow
 from twoyes.tokens import get_member_id
-from twoyes.web.context import form_stamp, get_db, limit_tokens
+from twoyes.web.context import form_stamp, get_db, limit_tokens, stamp_is_human
 from twoyes.web.forms import GARBLED, body_is_utf8, clean_text
 
 bp = Blueprint("welcome_back", __name__)
@@ -62,7 +62,7 @@ def ask_welcome_back(token: str):
             {"most": f"{NOTE_MAX:,}", "length": f"{len(message):,}"},
         )
         return welcome_back_page(token, member, status=400, notice=notice, message=message)
-    if not form_stamp().is_human(request.form, member["member_id"]):
+    if not stamp_is_human(member["member_id"]):
         notice = (N_("Please press the button once more to send your request."), {})
         return welcome_back_page(token, member, notice=notice, message=message)
     with transaction(db):
