@@ -982,7 +982,7 @@ def welcome_back_token(app, db, client, smtp, engagement) -> str:
     return token_of(link)
 
 
-def test_welcome_back_page_changes_nothing_and_asking_mails_the_coach_again_and_again(
+def test_welcome_back_page_changes_nothing_and_asking_mails_the_coach_once_a_day(
     app, db, client, smtp, engagement
 ):
     token = welcome_back_token(app, db, client, smtp, engagement)
@@ -998,26 +998,70 @@ def test_welcome_back_page_changes_nothing_and_asking_mails_the_coach_again_and_
     assert Html(page.text).form()["method"] == "post"
     assert dump(db) == before
 
-    for message in ("Could we talk in March?", "Or April <b>perhaps</b>"):
-        data = form_of(client, f"/b/{token}") | {"message": message}
-        answer = client.post(f"/b/{token}", data=data)
-        assert answer.status_code == 303
-        thanks = client.get(answer.headers["Location"])
-        assert "We have let Bob Coach know that you would like a new session" in text(thanks)
-        smtp.clear()
-        deliver_now(app, db)
-        (mail,) = smtp.messages
-        assert recipients(mail) == [BOB]
-        assert getaddresses([mail["Reply-To"]])[0][1] == ANNA
-        assert mail["Subject"] == "Anna de Vries would like a new session"
-        assert "Anna de Vries (anna@example.org) used the welcome-back link" in text_of(mail)
-        assert message in text_of(mail)
-        assert token not in mail.as_string()
+    data = form_of(client, f"/b/{token}") | {"message": "Could we talk in March?"}
+    answer = client.post(f"/b/{token}", data=data)
+    assert answer.status_code == 303
+    thanks = client.get(answer.headers["Location"])
+    assert "We have let Bob Coach know that you would like a new session" in text(thanks)
+    smtp.clear()
+    deliver_now(app, db)
+    (mail,) = smtp.messages
+    assert recipients(mail) == [BOB]
+    assert getaddresses([mail["Reply-To"]])[0][1] == ANNA
+    assert mail["Subject"] == "Anna de Vries would like a new session"
+    assert "Anna de Vries (anna@example.org) used the welcome-back link" in text_of(mail)
+    assert "Could we talk in March?" in text_of(mail)
+    assert token not in mail.as_string()
+
+    # Asking again the same day, from a fresh page: shown as sent already, nobody mailed.
+    again = form_of(client, f"/b/{token}") | {"message": "Or April <b>perhaps</b>"}
+    answer = client.post(f"/b/{token}", data=again)
+    assert answer.status_code == 303
+    seen = text(client.get(answer.headers["Location"]))
+    assert "You asked already in the last day, so this request was not sent again." in seen
+    assert "We have let Bob Coach know that you would like a new session" in seen
+    smtp.clear()
+    deliver_now(app, db)
+    assert smtp.messages == []
 
     ended = db.conn.execute("SELECT status FROM engagements WHERE id = ?", [engagement]).fetchone()
     assert ended["status"] == "ended", "welcome back reopens nothing"
     asked = db.conn.execute("SELECT count(*) FROM events WHERE kind = 'welcome_back_asked'")
-    assert asked.fetchone()[0] == 2
+    assert asked.fetchone()[0] == 1
+
+
+def test_one_welcome_back_page_sent_twenty_times_mails_the_coach_once(
+    app, db, client, smtp, engagement
+):
+    """A page's stamp is used once: replayed, the form is refused and asks to press again."""
+    token = welcome_back_token(app, db, client, smtp, engagement)
+    data = form_of(client, f"/b/{token}") | {"message": "Hello"}
+
+    answers = [client.post(f"/b/{token}", data=data) for _ in range(20)]
+
+    assert [answer.status_code for answer in answers] == [303] + [200] * 19
+    assert "Please press the button once more" in text(answers[-1])
+    deliver_now(app, db)
+    assert len(smtp.to(BOB)) == 1
+
+
+def test_a_welcome_back_link_asks_again_after_a_day(app, db, client, smtp, engagement):
+    from twoyes.parties import get_welcome_back_member
+    from twoyes.tokens import get_member_id
+    from twoyes.welcome_back import ask_welcome_back
+
+    token = welcome_back_token(app, db, client, smtp, engagement)
+    now = datetime.now(UTC)
+    member = get_welcome_back_member(db, get_member_id(db, token, now))
+
+    asked = [
+        ask_welcome_back(db, member, "", moment)
+        for moment in (now, now + timedelta(hours=23, minutes=59), now + timedelta(days=1))
+    ]
+
+    assert asked == [True, False, True]
+    queued = db.conn.execute("SELECT count(*) FROM outbox WHERE kind = 'welcome_back'")
+    assert queued.fetchone()[0] == 2
 
 
 def test_a_welcome_back_message_that_fits_the_textarea_is_sent_with_its_line_breaks(

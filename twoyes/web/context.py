@@ -56,10 +56,10 @@ def limit_tokens(view):
     return limited
 
 
-def stamp_is_human(subject_id: int) -> bool:
+def stamp_is_human(subject_id: int, state: str = "") -> bool:
     """Whether this POST is a person's (see forms.FormStamp); a refused stamp counts against
     its address, as a token that does not open does."""
-    if form_stamp().is_human(request.form, subject_id):
+    if form_stamp().is_human(request.form, subject_id, state):
         return True
     rate_limit().count_refusal(client_address())
     return False

@@ -8,11 +8,12 @@ an empty honeypot field; otherwise the page simply asks again.
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from itsdangerous import BadSignature, Signer
+from itsdangerous import Signer
 from werkzeug.datastructures import MultiDict
 
 from twoyes.errors import N_
@@ -49,24 +50,31 @@ def clean_text(value: str | None) -> str | None:
 
 
 class FormStamp:
-    """A signed 'this page was served at' value (in milliseconds), bound to one decision."""
+    """A signed 'this page was served at' value (in milliseconds), bound to one decision.
+
+    `state` binds a stamp to what its form changes, without showing it: a form
+    whose sending changes the state (a welcome-back ask) can be sent once.
+    """
 
     def __init__(self, secret_key: str, min_seconds: float) -> None:
         self.signer = Signer(secret_key, salt="twoyes-form-stamp")
         self.min_seconds = min_seconds
 
-    def issue(self, subject_id: int) -> str:
-        return self.signer.sign(f"{subject_id}:{time.time_ns() // 1_000_000}").decode("ascii")
+    def issue(self, subject_id: int, state: str = "") -> str:
+        shown = f"{subject_id}:{time.time_ns() // 1_000_000}"
+        return f"{shown}.{self.sign(shown, state)}"
 
-    def is_human(self, form: MultiDict, subject_id: int) -> bool:
+    def sign(self, shown: str, state: str) -> str:
+        return self.signer.get_signature(f"{shown}\n{state}").decode("ascii")
+
+    def is_human(self, form: MultiDict, subject_id: int, state: str = "") -> bool:
         """True for a POST a person could have sent: signed, old enough, honeypot empty."""
         if form.get(HONEYPOT):
             return False
-        try:
-            value = self.signer.unsign(form.get(STAMP, "")).decode("ascii")
-        except BadSignature:
+        shown, _, signature = form.get(STAMP, "").rpartition(".")
+        if not hmac.compare_digest(signature.encode(), self.sign(shown, state).encode()):
             return False
-        stamped_id, _, served_ms = value.partition(":")
+        stamped_id, _, served_ms = shown.partition(":")
         if stamped_id != str(subject_id) or not served_ms.isdigit():
             return False
         age = (time.time_ns() // 1_000_000 - int(served_ms)) / 1000

@@ -1,6 +1,7 @@
 """Welcome back: `/b/<token>`, where a client who stopped asks the coach for a new session.
 
-Asking mails the coach; it reopens nothing (R8), and may be used again later.
+Asking mails the coach, at most once a day; it reopens nothing (R8), and may be used again
+later. A page's form is sent once: its stamp is bound to the link's last ask.
 """
 
 from __future__ import annotations
@@ -8,10 +9,8 @@ from __future__ import annotations
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from twoyes.db import transaction
+from twoyes import welcome_back as asking
 from twoyes.errors import N_
-from twoyes.events import log_event
-from twoyes.mails import queue_welcome_back_mail
 from twoyes.parties import get_welcome_back_member
 from twoyes.rules import NOTE_MAX
 from twoyes.times import utcnow
@@ -22,7 +21,9 @@ from twoyes.web.forms import GARBLED, body_is_utf8, clean_text
 bp = Blueprint("welcome_back", __name__)
 
 
-def welcome_back_page(token, member, *, status=200, notice=None, message="", asked=False):
+def welcome_back_page(token, member, *, status=200, notice=None, message="", asked=None):
+    """The page; `asked` is "1" after an ask that mailed the coach, "again" after one the
+    same day that did not."""
     g.lang = member["client_lang"]
     if notice:
         notice = gettext(notice[0], **notice[1])
@@ -34,7 +35,7 @@ def welcome_back_page(token, member, *, status=200, notice=None, message="", ask
         message=message,
         notice=notice,
         status=status,
-        stamp=form_stamp().issue(member["member_id"]),
+        stamp=form_stamp().issue(member["member_id"], asking.find_last_ask(get_db(), member) or ""),
     )
     return page, status
 
@@ -44,7 +45,8 @@ def welcome_back_page(token, member, *, status=200, notice=None, message="", ask
 def welcome_back(token: str):
     db = get_db()
     member = get_welcome_back_member(db, get_member_id(db, token, utcnow()))
-    return welcome_back_page(token, member, asked=request.args.get("asked") == "1")
+    asked = request.args.get("asked")
+    return welcome_back_page(token, member, asked=asked if asked in ("1", "again") else None)
 
 
 @bp.post("/b/<token>")
@@ -62,18 +64,11 @@ def ask_welcome_back(token: str):
             {"most": f"{NOTE_MAX:,}", "length": f"{len(message):,}"},
         )
         return welcome_back_page(token, member, status=400, notice=notice, message=message)
-    if not stamp_is_human(member["member_id"]):
+    if not stamp_is_human(member["member_id"], asking.find_last_ask(db, member) or ""):
         notice = (N_("Please press the button once more to send your request."), {})
         return welcome_back_page(token, member, notice=notice, message=message)
-    with transaction(db):
-        queue_welcome_back_mail(db, member, message, now)
-        log_event(
-            db,
-            "welcome_back_asked",
-            now,
-            engagement_id=member["engagement_id"],
-            member_id=member["member_id"],
-            ip=request.remote_addr,
-            user_agent=request.user_agent.string[:300],
-        )
-    return redirect(url_for("welcome_back.welcome_back", token=token, asked=1), 303)
+    sent = asking.ask_welcome_back(
+        db, member, message, now, ip=request.remote_addr, user_agent=request.user_agent.string[:300]
+    )
+    asked = "1" if sent else "again"
+    return redirect(url_for("welcome_back.welcome_back", token=token, asked=asked), 303)
