@@ -25,6 +25,7 @@ from twoyes.people import add_person
 from twoyes.rounds import close_overdue_rounds, send_reminders
 from twoyes.sessions import record_session_done
 from twoyes.times import to_db
+from twoyes.tokens import hash_token
 from twoyes.web import create_app
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
@@ -876,6 +877,38 @@ def test_a_filled_honeypot_or_a_missing_or_forged_stamp_is_not_recorded(
     # The same person pressing the genuine form is recorded (MIN_DECISION_SECONDS is 0 here).
     assert client.post(f"/d/{tokens[ANNA]}", data=data).status_code == 303
     assert decision_row(db, ANNA)["choice"] == "stop"
+
+
+def test_a_stamp_counts_only_on_the_form_it_was_served_with_and_shows_no_id(
+    app, db, client, smtp, engagement
+):
+    """A welcome-back page's stamp on a decision page whose internal id happens to be the
+    welcome-back member's id: refused, as each stamp is bound to its form's route and token.
+    What a stamp shows is when its page was served, and nothing else."""
+    carl = start_engagement(db, BOB, [CARL], T0)
+    carls_round = open_round(app, db, smtp, carl)  # decisions 1 and 2; Anna is member 1
+    welcome = welcome_back_token(app, db, client, smtp, engagement)
+    (member_id,) = db.conn.execute("SELECT id FROM members WHERE engagement_id = ?", [engagement])
+    same_id = next(
+        token
+        for token in carls_round.values()
+        if db.conn.execute(
+            "SELECT decision_id FROM tokens WHERE hash = ?", [hash_token(token)]
+        ).fetchone()[0]
+        == member_id[0]
+    )
+    stamp = form_of(client, f"/b/{welcome}")["served"]
+    before = dump(db)
+
+    answer = client.post(f"/d/{same_id}", data={"served": stamp, "choice": "stop"})
+
+    assert answer.status_code == 200
+    assert NOT_RECORDED in text(answer)
+    assert dump(db) == before
+    for page in (f"/b/{welcome}", f"/d/{same_id}", f"/d/{same_id}/stop"):
+        shown, _, signature = form_of(client, page)["served"].rpartition(".")
+        assert shown.isdigit() and abs(int(shown) - time.time() * 1000) < 60_000, shown
+        assert len(signature) >= 40
 
 
 def test_a_web_decision_keeps_its_time_ip_and_user_agent_in_the_event_log(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 
 import sqlite_utils
-from flask import current_app, request
+from flask import current_app, request, url_for
 
 from twoyes import db as database
 from twoyes.errors import NotFound
@@ -56,10 +56,17 @@ def limit_tokens(view):
     return limited
 
 
-def stamp_is_human(subject_id: int, state: str = "") -> bool:
-    """Whether this POST is a person's (see forms.FormStamp); a refused stamp counts against
-    its address, as a token that does not open does."""
-    if form_stamp().is_human(request.form, subject_id, state):
+def issue_stamp(endpoint: str, state: str = "", **values) -> str:
+    """A stamp for a form that posts to `endpoint` with `values` (see forms.FormStamp)."""
+    return form_stamp().issue(url_for(endpoint, **values), state)
+
+
+def stamp_is_human(state: str = "") -> bool:
+    """Whether this POST is a person's, sent with a form served for this very route and token
+    (see forms.FormStamp); a refused stamp counts against its address, as a token that does
+    not open does."""
+    action = url_for(request.endpoint, **request.view_args)
+    if form_stamp().is_human(request.form, action, state):
         return True
     rate_limit().count_refusal(client_address())
     return False

@@ -17,7 +17,7 @@ from twoyes.rounds import record_decision
 from twoyes.rules import REASONS
 from twoyes.times import utcnow
 from twoyes.tokens import get_decision, get_decision_id
-from twoyes.web.context import form_stamp, get_db, limit_tokens, stamp_is_human
+from twoyes.web.context import get_db, issue_stamp, limit_tokens, stamp_is_human
 from twoyes.web.forms import GARBLED, DecisionForm, body_is_utf8
 
 bp = Blueprint("decisions", __name__)
@@ -38,7 +38,7 @@ def decide_from_form(decision_id: int, round_status: str, now, *, via: str, show
     if not body_is_utf8(request.get_data(cache=True)):
         return show(status=400, notice=[GARBLED])
     form = DecisionForm.read(request.form)
-    if not stamp_is_human(decision_id):
+    if not stamp_is_human():
         return show(form=form, notice=[ASK_AGAIN])
     if form.problems:
         return show(status=400, form=form, notice=form.problems)
@@ -80,7 +80,7 @@ def decision_page(token: str, *, status: int = 200, preselect=None, form=None, n
         preselect=preselect,
         form=form,
         notice=" ".join(gettext(sentence) for sentence in notice),
-        stamp=form_stamp().issue(view["me"]["id"]),
+        stamp=issue_stamp("decisions.decide", token=token),
         status=status,
     )
     return page, status

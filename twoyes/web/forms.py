@@ -2,18 +2,20 @@
 
 Scanners (Safe Links, Barracuda, Google) open every link within seconds and
 some press buttons. A decision counts only when its POST carries a signed
-stamp of when the page was served, at least MIN_DECISION_SECONDS old, and
-an empty honeypot field; otherwise the page simply asks again.
+stamp of when the page was served, at least MIN_DECISION_SECONDS old and
+issued for this very form, and an empty honeypot field; otherwise the page
+simply asks again.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from itsdangerous import Signer
 from werkzeug.datastructures import MultiDict
 
 from twoyes.errors import N_
@@ -50,32 +52,38 @@ def clean_text(value: str | None) -> str | None:
 
 
 class FormStamp:
-    """A signed 'this page was served at' value (in milliseconds), bound to one decision.
+    """A signed 'this page was served at' value, good only on the form it was served with.
 
-    `state` binds a stamp to what its form changes, without showing it: a form
-    whose sending changes the state (a welcome-back ask) can be sent once.
+    The stamp shows the moment (in milliseconds) and an HMAC over the moment, the
+    form's action (its route with the token: `/d/<token>`, `/c/<token>/rounds/7`)
+    and `state`, so it shows no id and counts nowhere else. `state` binds it to
+    what its form changes: a form whose sending changes the state (a welcome-back
+    ask) can be sent once.
     """
 
     def __init__(self, secret_key: str, min_seconds: float) -> None:
-        self.signer = Signer(secret_key, salt="twoyes-form-stamp")
+        self.key = hashlib.sha256(b"twoyes-form-stamp\0" + secret_key.encode()).digest()
         self.min_seconds = min_seconds
 
-    def issue(self, subject_id: int, state: str = "") -> str:
-        shown = f"{subject_id}:{time.time_ns() // 1_000_000}"
-        return f"{shown}.{self.sign(shown, state)}"
+    def issue(self, action: str, state: str = "") -> str:
+        served_ms = str(time.time_ns() // 1_000_000)
+        return f"{served_ms}.{self.sign(served_ms, action, state)}"
 
-    def sign(self, shown: str, state: str) -> str:
-        return self.signer.get_signature(f"{shown}\n{state}").decode("ascii")
+    def sign(self, served_ms: str, action: str, state: str) -> str:
+        signed = f"{served_ms}\n{action}\n{state}".encode("utf-8", "surrogatepass")
+        digest = hmac.digest(self.key, signed, "sha256")
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
-    def is_human(self, form: MultiDict, subject_id: int, state: str = "") -> bool:
-        """True for a POST a person could have sent: signed, old enough, honeypot empty."""
+    def is_human(self, form: MultiDict, action: str, state: str = "") -> bool:
+        """True for a POST to `action` a person could have sent: stamped for it, old enough,
+        honeypot empty."""
         if form.get(HONEYPOT):
             return False
-        shown, _, signature = form.get(STAMP, "").rpartition(".")
-        if not hmac.compare_digest(signature.encode(), self.sign(shown, state).encode()):
+        served_ms, _, signature = form.get(STAMP, "").partition(".")
+        if not (served_ms.isascii() and served_ms.isdigit()):
             return False
-        stamped_id, _, served_ms = shown.partition(":")
-        if stamped_id != str(subject_id) or not served_ms.isdigit():
+        expected = self.sign(served_ms, action, state)
+        if not hmac.compare_digest(signature.encode("utf-8", "replace"), expected.encode()):
             return False
         age = (time.time_ns() // 1_000_000 - int(served_ms)) / 1000
         return self.min_seconds <= age <= STAMP_MAX_AGE

@@ -15,7 +15,7 @@ from twoyes.parties import get_welcome_back_member
 from twoyes.rules import NOTE_MAX
 from twoyes.times import utcnow
 from twoyes.tokens import get_member_id
-from twoyes.web.context import form_stamp, get_db, limit_tokens, stamp_is_human
+from twoyes.web.context import get_db, issue_stamp, limit_tokens, stamp_is_human
 from twoyes.web.forms import GARBLED, body_is_utf8, clean_text
 
 bp = Blueprint("welcome_back", __name__)
@@ -35,7 +35,11 @@ def welcome_back_page(token, member, *, status=200, notice=None, message="", ask
         message=message,
         notice=notice,
         status=status,
-        stamp=form_stamp().issue(member["member_id"], asking.find_last_ask(get_db(), member) or ""),
+        stamp=issue_stamp(
+            "welcome_back.ask_welcome_back",
+            asking.find_last_ask(get_db(), member) or "",
+            token=token,
+        ),
     )
     return page, status
 
@@ -64,7 +68,7 @@ def ask_welcome_back(token: str):
             {"most": f"{NOTE_MAX:,}", "length": f"{len(message):,}"},
         )
         return welcome_back_page(token, member, status=400, notice=notice, message=message)
-    if not stamp_is_human(member["member_id"], asking.find_last_ask(db, member) or ""):
+    if not stamp_is_human(asking.find_last_ask(db, member) or ""):
         notice = (N_("Please press the button once more to send your request."), {})
         return welcome_back_page(token, member, notice=notice, message=message)
     sent = asking.ask_welcome_back(
