@@ -574,6 +574,27 @@ def test_engagement_show_an_unknown_id(run, db, engagement):
     assert "99" in line
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["engagement", "show", "{n}"], "There is no engagement {n}."),
+        (["engagement", "reopen", "{n}"], "There is no engagement {n}."),
+        (["engagement", "add-member", "{n}", "carl@example.org"], "There is no engagement {n}."),
+        (["session", "done", "{n}"], "There is no engagement {n}."),
+        (["session", "add", "{n}", "--at", "2027-01-05 10:00"], "There is no engagement {n}."),
+        (["decide", "{n}", "--choice", "stop"], "There is no round {n}."),
+        (["outbox", "retry", "{n}"], "There is no mail {n}."),
+        (["outbox", "retry", "--", "-{n}"], "There is no mail -{n}."),
+    ],
+)
+def test_a_number_beyond_sqlites_range_is_an_unknown_id(run, db, people, engagement, args, named):
+    """No row can have an id beyond SQLite's 64-bit integers: one line and exit 1, as for an
+    id that does not exist."""
+    n = "99999999999999999999999"
+    line = refused(run, db, *[arg.format(n=n) for arg in args])
+    assert line == f"Error: {named.format(n=n)}"
+
+
 def test_engagement_show_a_malformed_id(run, db, engagement):
     refused(run, db, "engagement", "show", "one", code=2)
 

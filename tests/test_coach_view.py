@@ -621,6 +621,17 @@ def test_another_coachs_round_is_not_found(run, db, practice, client):
     assert dump(db) == before
 
 
+@pytest.mark.parametrize("number", ["9223372036854775808", "99999999999999999999999"])
+def test_a_round_number_beyond_any_id_is_not_found(run, db, practice, client, number):
+    """Beyond SQLite's largest integer no round can have the number: a 404 like any other."""
+    path = coach_link(run, "bob@example.org")
+    before = dump(db)
+    answer = client.post(f"{path}/rounds/{number}", data={"choice": "stop"})
+    assert answer.status_code == 404
+    assert "This page does not exist" in answer.text
+    assert dump(db) == before
+
+
 def test_a_closed_round_answers_409(run, db, practice, client):
     path = coach_link(run, "bob@example.org")
     anna = practice["rounds"]["anna"][0]

@@ -46,6 +46,8 @@ def with_app(command):
                 return command(*args, **kwargs)
             except TwoyesError as error:
                 raise click.ClickException(str(error)) from error
+            except OverflowError as error:  # SQLite cannot even look such a number up
+                raise click.ClickException(unknown_number()) from error
             except sqlite3.OperationalError as error:
                 if "no such table" in str(error):
                     raise click.ClickException(
@@ -54,6 +56,19 @@ def with_app(command):
                 raise click.ClickException(f"The database did not answer: {error}") from error
 
     return wrapper
+
+
+# What SQLite stores in an INTEGER column, ids included.
+SQLITE_INTEGERS = range(-(2**63), 2**63)
+
+
+def unknown_number() -> str:
+    """The sentence for a number beyond SQLite's integers: no row has it, so it is told apart
+    no more than an id that does not exist ("There is no engagement 99...")."""
+    for name, value in click.get_current_context().params.items():
+        if isinstance(value, int) and value not in SQLITE_INTEGERS:
+            return f"There is no {name.removesuffix('_id').replace('_', ' ')} {value}."
+    return "That number is larger than any twoyes keeps; nothing was changed."
 
 
 class Instant(click.ParamType):

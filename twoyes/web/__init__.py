@@ -20,6 +20,7 @@ from flask_babel import gettext
 from flask_mail import Mail
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from twoyes import db as database
 from twoyes.catalogues import catalogue_problem
@@ -39,6 +40,14 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
+
+
+class RowId(IntegerConverter):
+    """A row id in a path, such as a round's: a number beyond SQLite's integers matches no
+    route, so it is a 404 like any unknown id (SQLite could not even look it up)."""
+
+    def __init__(self, url_map, *args, **kwargs) -> None:
+        super().__init__(url_map, *args, max=2**63 - 1, **kwargs)
 
 
 class NoSessions(SessionInterface):
@@ -112,6 +121,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         settings.token_rate_limit, settings.ratelimit_storage_uri
     )
     app.session_interface = NoSessions()
+    app.url_map.converters["id"] = RowId
     mail.init_app(app)
     if settings.proxies:
         # Behind nginx or Caddy the client's address is in X-Forwarded-For.

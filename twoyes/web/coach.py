@@ -61,7 +61,7 @@ def coach_view(token: str):
     return coach_page(token)
 
 
-@bp.post("/c/<token>/rounds/<int:round_id>")
+@bp.post("/c/<token>/rounds/<id:round_id>")
 @limit_tokens
 def coach_decide(token: str, round_id: int):
     db = get_db()
