@@ -11,6 +11,8 @@ or hang up in the middle of a batch, and a server whose certificate nobody vouch
 from __future__ import annotations
 
 import contextlib
+import http.client
+import io
 import itertools
 import json
 import os
@@ -39,6 +41,7 @@ from support import (
     cli_env,
     deliver,
     dump,
+    free_port,
     html_of,
     links_in,
     ok,
@@ -353,6 +356,82 @@ def test_an_oversized_body_of_any_kind_is_refused_and_changes_nothing(
     allowed = (405, 413) if path.endswith("/continue") else (413,)
     assert answer.status_code in allowed, answer.status_code
     assert dump(db) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "where", "allowed"),
+    [
+        ("POST", "/d/{decide}/continue", {"GET", "HEAD", "OPTIONS"}),
+        ("PUT", "/d/{decide}", {"GET", "HEAD", "OPTIONS", "POST"}),
+        ("DELETE", "/b/{welcome}", {"GET", "HEAD", "OPTIONS", "POST"}),
+        ("POST", "/", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_a_405_names_the_methods_that_work_in_allow(db, web, method, where, allowed):
+    """RFC 9110: a 405 response carries Allow."""
+    path = where.format(decide=new_round(db)["tokens"]["client"], welcome=welcome_token(db, web))
+    before = dump(db)
+
+    answer = web.open(path, method=method, data={"choice": "stop"})
+
+    assert answer.status_code == 405
+    assert set(answer.headers["Allow"].replace(" ", "").split(",")) == allowed
+    assert dump(db) == before
+
+
+def test_a_chunked_post_the_server_did_not_read_is_refused_with_411(db, web):
+    """A body of unknown length that the WSGI server did not take in for the app (no
+    Content-Length, no wsgi.input_terminated) cannot be read: refused with 411, never
+    taken for an empty form."""
+    token = new_round(db)["tokens"]["client"]
+    body = f"served={stamp_of(web, token)}&choice=stop".encode()
+    before = dump(db)
+
+    answer = web.post(
+        f"/d/{token}",
+        input_stream=io.BytesIO(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)),
+        content_type="application/x-www-form-urlencoded",
+        headers={"Transfer-Encoding": "chunked"},
+    )
+
+    assert answer.status_code == 411
+    assert "What you sent arrived without its length, so nothing was recorded." in answer.text
+    assert dump(db) == before
+
+
+@pytest.mark.slow
+def test_a_chunked_post_through_gunicorn_is_read_and_recorded(settings, db, web):
+    """gunicorn takes a chunked body in for the app: the decision in it counts."""
+    made = new_round(db)
+    token = made["tokens"]["client"]
+    body = f"served={stamp_of(web, token)}&choice=stop".encode()
+    port = free_port()
+    server = subprocess.Popen(
+        [str(ROOT / ".venv/bin/gunicorn"), "-b", f"127.0.0.1:{port}", "app:create_app()"],
+        cwd=ROOT,
+        env=cli_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(200):  # until gunicorn listens
+            with contextlib.suppress(OSError):
+                connection.connect()
+                break
+            time.sleep(0.1)
+        connection.putrequest("POST", f"/d/{token}")
+        connection.putheader("Content-Type", "application/x-www-form-urlencoded")
+        connection.putheader("Transfer-Encoding", "chunked")
+        connection.endheaders()
+        connection.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        status = connection.getresponse().status
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+    assert status == 303
+    assert decision_of(db, "client", made["engagement"])["choice"] == "stop"
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from flask import Flask, g, render_template, request
+from flask import Flask, abort, g, render_template, request
 from flask.sessions import SessionInterface
 from flask_babel import gettext
 from flask_mail import Mail
@@ -131,9 +131,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     init_language(app, settings)
 
     app.teardown_appcontext(database.roll_back_unfinished)
+    app.before_request(refuse_unread_chunks)
     app.after_request(security_headers)
     app.register_error_handler(TwoyesError, show_error)
-    for status in (400, 404, 405, 413, 429, 500):
+    for status in (400, 404, 405, 411, 413, 429, 500):
         app.register_error_handler(status, show_http_error)
 
     from twoyes.web import coach, decisions, pages, welcome_back
@@ -142,6 +143,15 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.logger.addFilter(HideTokens())  # Flask logs the path of a request that failed
     return app
+
+
+def refuse_unread_chunks():
+    """411 for a chunked body the WSGI server did not take in for the app (it sets
+    wsgi.input_terminated when it did, as gunicorn and the development server do): werkzeug
+    would read it as empty, and a person's decision would be taken for a scanner's."""
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if chunked and not request.environ.get("wsgi.input_terminated"):
+        abort(411)
 
 
 def security_headers(response):
@@ -162,6 +172,7 @@ HTTP_ERRORS = {
     400: N_("Something in the form was not right. Please go back and try again."),
     404: N_("This page does not exist, or this link does not open any more."),
     405: N_("This page cannot be used that way."),
+    411: N_("What you sent arrived without its length, so nothing was recorded. Please try again."),
     413: N_("That was more than this form takes. Please send a shorter note."),
     429: N_("That was many requests in a short time. Please wait a minute and try again."),
     500: N_("Something went wrong on our side. Nothing you sent was lost; please try again later."),
