@@ -802,6 +802,11 @@ def test_decide_with_a_too_long_note(run, db, engagement):
         ["--choice", "stop", "--reason", "bored"],
         [],
         ["--choice", "continue", "--usefulness", "11"],
+        # Usefulness is written in ASCII digits: not another script's, not Python's spellings.
+        ["--choice", "continue", "--usefulness", "٣"],
+        ["--choice", "continue", "--usefulness", "５"],
+        ["--choice", "continue", "--usefulness", "1_0"],
+        ["--choice", "continue", "--usefulness", "+3"],
     ],
 )
 def test_decide_with_a_malformed_command_line(run, db, engagement, args):

@@ -257,13 +257,10 @@ def test_every_form_field_fuzzed_is_refused_with_4xx_or_recorded_as_valid(
     posted = {name: form.get(name) for name in ("choice", "reason", "usefulness", "note")}
     raw = (posted["usefulness"] or "").strip()
     value = None
-    if re.fullmatch(r"[0-9]+", raw):
+    if re.fullmatch(r"[0-9]+", raw):  # ASCII digits only: "+3", "٣", "1_0" are no usefulness
         value = int(raw) if len(raw) < 5 else 99_999  # far out of range, however long
     elif raw:
-        try:  # "+3", "٣" (Arabic-Indic three), "1_0": whole numbers, read as Python reads them
-            value = int(raw)
-        except ValueError:  # not a number, or more digits than int() reads
-            value = "not a number"
+        value = "not a number"
     kept_reason = (posted["reason"] or None) if posted["choice"] == "stop" else None
     problems = [
         posted["choice"] not in ("continue", "stop"),
@@ -294,19 +291,37 @@ def test_every_form_field_fuzzed_is_refused_with_4xx_or_recorded_as_valid(
         assert str(escape(recorded["note"])) in page.text
 
 
-@pytest.mark.parametrize("typed", ["+3", "٣", "３", " 3 "])
-def test_a_usefulness_of_three_written_another_way_is_recorded_as_3(db, web, typed):
-    """SPEC: usefulness is a whole number from 0 to 10, and "+3", the Arabic-Indic "٣" of a
-    phone keyboard, or a full-width "３" are that number: recorded (303), not refused (400).
-    The form reads it with int(), as the command line's `--usefulness` (click.IntRange) does."""
+@pytest.mark.parametrize(
+    ("typed", "status", "recorded"),
+    [
+        (" 3 ", 303, 3),  # the spaces around a number typed by hand
+        ("03", 303, 3),
+        ("+3", 400, None),
+        ("-0", 400, None),
+        ("٣", 400, None),  # Arabic-Indic three
+        ("３", 400, None),  # full-width three
+        ("５", 400, None),
+        ("1_0", 400, None),
+        ("9" * 5000, 400, None),
+    ],
+)
+def test_usefulness_is_written_in_ascii_digits_only(db, web, typed, status, recorded):
+    """SPEC: usefulness is a whole number from 0 to 10, written with the digits 0-9 (what the
+    page's list sends). Python's other spellings of a number, another script's digits or a
+    sign are refused with a sentence (400) and nothing is recorded."""
     made = new_round(db)
     token = made["tokens"]["client"]
     form = {"served": stamp_of(web, token), "choice": "continue", "usefulness": typed}
+    before = dump(db)
 
     answer = web.post(f"/d/{token}", data=form)
 
-    assert answer.status_code == 303, answer.text
-    assert decision_of(db, "client", made["engagement"])["usefulness"] == 3
+    assert answer.status_code == status, answer.text
+    if status == 400:
+        assert "Usefulness is a whole number from 0 to 10." in answer.text
+        assert dump(db) == before
+    else:
+        assert decision_of(db, "client", made["engagement"])["usefulness"] == recorded
 
 
 @pytest.mark.parametrize("link", ["/d/{token}?choice=stop", "/d/{token}/stop?choice=stop"])

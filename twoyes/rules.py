@@ -98,6 +98,16 @@ def judge_round(
     return None
 
 
+def read_whole_number(text: str) -> int | None:
+    """A whole number written in the digits 0-9 and nothing else, or None. int() would also
+    read "+3", "1_0" and other scripts' digits ("٣", "５"): no form or person means those as a
+    usefulness, so they are refused, on the web and on the command line alike."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18  # far out of any range, however long
+
+
 def check_decision(
     role: str, choice: str, reason: str | None, usefulness: int | None, note: str | None
 ) -> list[str]:

@@ -17,6 +17,7 @@ from flask import current_app
 
 from twoyes import db as database
 from twoyes.errors import TwoyesError
+from twoyes.rules import read_whole_number
 from twoyes.settings import ConfigError, Settings
 from twoyes.times import utcnow
 from twoyes.web import create_app
@@ -69,6 +70,17 @@ def unknown_number() -> str:
         if isinstance(value, int) and value not in SQLITE_INTEGERS:
             return f"There is no {name.removesuffix('_id').replace('_', ' ')} {value}."
     return "That number is larger than any twoyes keeps; nothing was changed."
+
+
+class WholeNumber(click.IntRange):
+    """A whole number in a range, written in the digits 0-9 only (rules.read_whole_number)."""
+
+    name = "integer range"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and read_whole_number(value.strip()) is None:
+            self.fail(f"{value!r} is not a whole number written with the digits 0-9.", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class Instant(click.ParamType):

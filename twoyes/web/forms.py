@@ -19,6 +19,7 @@ from urllib.parse import unquote_to_bytes
 from werkzeug.datastructures import MultiDict
 
 from twoyes.errors import N_
+from twoyes.rules import read_whole_number
 
 HONEYPOT = "website"
 STAMP = "served"
@@ -109,9 +110,8 @@ class DecisionForm:
         )
         raw = (data.get("usefulness") or "").strip()
         if raw:
-            try:
-                form.usefulness = int(raw)
-            except ValueError:
+            form.usefulness = read_whole_number(raw)
+            if form.usefulness is None:
                 form.problems.append(N_("Usefulness is a whole number from 0 to 10."))
         if form.choice is None:
             form.problems.append(N_("Please press Continue or Stop."))
