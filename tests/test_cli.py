@@ -360,6 +360,44 @@ def test_engagement_start_with_an_unknown_address(run, db, people, args, named):
     assert named in line
 
 
+@pytest.mark.parametrize(
+    ("title", "said"),
+    [
+        ("x" * 201, "Error: A title can be at most 200 characters long."),
+        ("x" * 100_000, "Error: A title can be at most 200 characters long."),
+        ("Career\nBcc: eve@example.org", "Error: A title must fit on one line."),
+        ("Career\r", "Error: A title must fit on one line."),
+        ("\x1b[31mCareer\x1b[0m", "Error: A title cannot contain control characters."),
+        ("Career\x00", "Error: A title cannot contain control characters."),
+        ("Career \u202egnikool", "Error: A title cannot contain control characters."),
+    ],
+    ids=["201", "100000", "line-break", "carriage-return", "escape", "nul", "bidi-override"],
+)
+def test_engagement_start_with_a_title_that_is_not_one_short_line(run, db, people, title, said):
+    """A title shows on pages, in mails and on the coach's terminal: checked like a name."""
+    line = refused(
+        run,
+        db,
+        "engagement",
+        "start",
+        "--coach",
+        "bob@example.org",
+        "--client",
+        "anna@example.org",
+        "--title",
+        title,
+    )
+    assert line == said
+
+
+def test_engagement_start_with_a_title_of_200_characters(run, db, people):
+    title = "Leadership " + "x" * 189
+    ok(run, "engagement", "start", "--coach", "bob@example.org", "--client", "anna@example.org",
+       "--title", f"  {title}  ")  # fmt: skip
+    (stored,) = db.conn.execute("SELECT title FROM engagements").fetchone()
+    assert stored == title
+
+
 def test_engagement_start_with_a_malformed_address(run, db, people):
     line = refused(
         run, db, "engagement", "start", "--coach", "bob@", "--client", "anna@example.org"

@@ -50,20 +50,21 @@ def ascii_address(address: str) -> str:
         return address
 
 
-def clean_name(name: str) -> str:
-    """The name with its spaces tidied; one that could pass for a mail header is refused."""
+def clean_name(name: str, what: str = "name") -> str:
+    """The name (or an engagement's title: `what`) with its spaces tidied; one that could pass
+    for a mail header, or print escape codes on a terminal, is refused."""
     if LINE_BREAKS.search(name):
-        raise Invalid("A name must fit on one line.")
+        raise Invalid(f"A {what} must fit on one line.")
     if "=?" in name:
         # A mail program would decode "=?utf-8?q?...?=" into words of someone else's choosing.
-        raise Invalid("A name cannot contain '=?'.")
+        raise Invalid(f"A {what} cannot contain '=?'.")
     name = " ".join(name.split())
     if not name:
-        raise Invalid("A name cannot be empty.")
+        raise Invalid(f"A {what} cannot be empty.")
     if len(name) > 200:
-        raise Invalid("A name can be at most 200 characters long.")
+        raise Invalid(f"A {what} can be at most 200 characters long.")
     if any(unicodedata.category(char).startswith("C") for char in name):
-        raise Invalid("A name cannot contain control characters.")
+        raise Invalid(f"A {what} cannot contain control characters.")
     return name
 
 
