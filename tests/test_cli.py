@@ -360,6 +360,9 @@ def test_engagement_start_with_an_unknown_address(run, db, people, args, named):
     assert named in line
 
 
+BOB_WITH_ANNA = ["--coach", "bob@example.org", "--client", "anna@example.org"]
+
+
 @pytest.mark.parametrize(
     ("title", "said"),
     [
@@ -375,25 +378,12 @@ def test_engagement_start_with_an_unknown_address(run, db, people, args, named):
 )
 def test_engagement_start_with_a_title_that_is_not_one_short_line(run, db, people, title, said):
     """A title shows on pages, in mails and on the coach's terminal: checked like a name."""
-    line = refused(
-        run,
-        db,
-        "engagement",
-        "start",
-        "--coach",
-        "bob@example.org",
-        "--client",
-        "anna@example.org",
-        "--title",
-        title,
-    )
-    assert line == said
+    assert refused(run, db, "engagement", "start", *BOB_WITH_ANNA, "--title", title) == said
 
 
 def test_engagement_start_with_a_title_of_200_characters(run, db, people):
     title = "Leadership " + "x" * 189
-    ok(run, "engagement", "start", "--coach", "bob@example.org", "--client", "anna@example.org",
-       "--title", f"  {title}  ")  # fmt: skip
+    ok(run, "engagement", "start", *BOB_WITH_ANNA, "--title", f"  {title}  ")
     (stored,) = db.conn.execute("SELECT title FROM engagements").fetchone()
     assert stored == title
 
