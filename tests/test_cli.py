@@ -788,6 +788,15 @@ def test_decide_continue_keeps_the_round_open(run, db, engagement):
     assert show(run, engagement)["sessions"][0]["round"]["status"] == "open"
 
 
+def test_decide_keeps_a_notes_lines_and_takes_out_its_control_characters(run, db, engagement):
+    round_id = session_done(run, engagement)["round_id"]
+    ok(run, "decide", round_id, "--choice", "continue", "--note", "Good\r\none\x1b[2J\t\u202eok")
+    (note,) = db.conn.execute(
+        "SELECT note FROM decisions WHERE round_id = ? AND role = 'coach'", [round_id]
+    ).fetchone()
+    assert note == "Good\none[2J\tok"
+
+
 def test_decide_stop_ends_the_engagement(run, db, engagement):
     round_id = session_done(run, engagement)["round_id"]
     result = ok(run, "decide", round_id, "--choice", "stop", "--reason", "values")

@@ -208,16 +208,26 @@ USEFULNESS = st.one_of(
 NOTE = st.one_of(
     st.text(max_size=2100),
     st.sampled_from(
-        ["x" * 2000, "x" * 2001, "y\r\n" * 667, "</textarea><script>alert(1)</script>", "  \r\n "]
+        [
+            "x" * 2000,
+            "x" * 2001,
+            "y\r\n" * 667,
+            "</textarea><script>alert(1)</script>",
+            "  \r\n ",
+            "a\x00b",
+            "x\x1b[2J\ty\u202ez\x85",
+        ]
     ),
 )
 ALL_REASONS = sorted({reason for reasons in REASONS.values() for reason in reasons})
 
 
 def expected_note(raw: str | None) -> str | None:
-    """What a person typed, line breaks counted once, trimmed; None when empty."""
-    text = (raw or "").replace("\r\n", "\n").replace("\r", "\n").strip()
-    return text or None
+    """What a person typed, each line break one "\\n", the other control characters and the
+    bidirectional overrides taken out (NUL stays, to be refused), trimmed; None when empty."""
+    text = re.sub("\r\n?|[\x85\u2028\u2029]", "\n", raw or "")
+    text = re.sub("[\x01-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", "", text)
+    return text.strip() or None
 
 
 @pytest.mark.slow
@@ -267,6 +277,7 @@ def test_every_form_field_fuzzed_is_refused_with_4xx_or_recorded_as_valid(
         value is not None and not (isinstance(value, int) and 0 <= value <= 10),
         kept_reason is not None and kept_reason not in REASONS[who],
         len(expected_note(posted["note"]) or "") > 2000,
+        "\x00" in (expected_note(posted["note"]) or ""),
     ]
 
     status = answer.status_code
@@ -495,6 +506,68 @@ def test_a_welcome_back_message_that_is_not_utf8_gets_a_4xx_and_mails_nobody(db,
     )
 
     assert 400 <= answer.status_code < 500, answer.status_code
+    assert dump(db) == before
+
+
+# --- control characters in free text ------------------------------------------------------------
+
+# Typed by a person: a line break (as a browser sends it) and a tab. Hidden in it: ESC and a
+# terminal escape, a form feed, DEL, a C1 control, and a right-to-left override and isolate.
+HIDDEN = "Fine.\r\nNext\tline\x1b[2J\x0c\x7f\x9b \u202eevil\u2066 end"
+SEEN = "Fine.\nNext\tline[2J evil end"
+UNSEEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_control_characters_in_a_note_are_taken_out_and_line_breaks_kept(db, web, app, smtp):
+    made = new_round(db)
+    token = made["tokens"]["client"]
+    deliver(app, db)  # the decision mails
+    smtp.clear()
+    form = {"served": stamp_of(web, token), "choice": "stop", "note": HIDDEN}
+
+    assert web.post(f"/d/{token}", data=form).status_code == 303
+
+    assert decision_of(db, "client", made["engagement"])["note"] == SEEN
+    deliver(app, db)
+    (outcome,) = [m for m in smtp.messages if "coach" in m["To"]]
+    assert SEEN in text_of(outcome).replace("\r\n", "\n")  # the mail's own line ends are CR LF
+    assert not UNSEEN.search(text_of(outcome).replace("\r\n", "\n"))
+
+
+def test_control_characters_in_a_welcome_back_message_are_taken_out(db, web, app, smtp):
+    welcome = welcome_token(db, web)
+    deliver(app, db)
+    smtp.clear()
+    page = web.get(f"/b/{welcome}")
+    form = {"served": STAMP.search(page.text).group(1), "message": HIDDEN}
+
+    assert web.post(f"/b/{welcome}", data=form).status_code == 303
+
+    deliver(app, db)
+    (asked,) = smtp.messages
+    assert SEEN in text_of(asked).replace("\r\n", "\n")
+    assert not UNSEEN.search(text_of(asked).replace("\r\n", "\n"))
+
+
+NUL_REFUSED = (
+    "The text holds a NUL character, which cannot be kept; please take it out and send it again."
+)
+
+
+@pytest.mark.parametrize("where", ["note", "message"])
+def test_a_nul_in_free_text_is_refused_with_a_sentence(db, web, where):
+    if where == "note":
+        path = f"/d/{new_round(db)['tokens']['client']}"
+        form = {"served": stamp_of(web, path[3:]), "choice": "continue", "note": "a\x00b"}
+    else:
+        path = f"/b/{welcome_token(db, web)}"
+        form = {"served": STAMP.search(web.get(path).text).group(1), "message": "a\x00b"}
+    before = dump(db)
+
+    answer = web.post(path, data=form)
+
+    assert answer.status_code == 400
+    assert NUL_REFUSED in answer.text
     assert dump(db) == before
 
 

@@ -11,8 +11,10 @@ from datetime import datetime, timedelta
 import sqlite_utils
 
 from twoyes.db import transaction
+from twoyes.errors import Invalid
 from twoyes.events import log_event
 from twoyes.mails import queue_welcome_back_mail
+from twoyes.rules import NUL_IN_TEXT, clean_free_text
 from twoyes.times import from_db
 
 ASK_EVERY = timedelta(days=1)
@@ -33,7 +35,11 @@ def ask_welcome_back(
     db: sqlite_utils.Database, member: dict, message: str, now: datetime, **origin: str | None
 ) -> bool:
     """Mail the coach that the client would like a new session; False, and nothing sent,
-    when the same link asked within the last day (`origin`: the event's ip, user_agent)."""
+    when the same link asked within the last day (`origin`: the event's ip, user_agent).
+    The message is free text (rules.clean_free_text): a NUL in it is Invalid."""
+    message = clean_free_text(message) or ""
+    if "\x00" in message:
+        raise Invalid(NUL_IN_TEXT)
     with transaction(db):
         last = find_last_ask(db, member)
         if last is not None and now - from_db(last) < ASK_EVERY:

@@ -19,7 +19,7 @@ from urllib.parse import unquote_to_bytes
 from werkzeug.datastructures import MultiDict
 
 from twoyes.errors import N_
-from twoyes.rules import read_whole_number
+from twoyes.rules import clean_free_text, read_whole_number
 
 HONEYPOT = "website"
 STAMP = "served"
@@ -40,16 +40,6 @@ def body_is_utf8(body: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def clean_text(value: str | None) -> str | None:
-    """A posted text with the browser's CR LF line breaks counted as one, trimmed; None if empty.
-
-    A textarea's maxlength counts a line break as one character, so the
-    server must too, or a note that fitted the box is refused.
-    """
-    text = (value or "").replace("\r\n", "\n").replace("\r", "\n").strip()
-    return text or None
 
 
 class FormStamp:
@@ -106,7 +96,7 @@ class DecisionForm:
         form = cls(
             choice=data.get("choice") or None,
             reason=data.get("reason") or None,
-            note=clean_text(data.get("note")),
+            note=clean_free_text(data.get("note")),
         )
         raw = (data.get("usefulness") or "").strip()
         if raw:

@@ -10,13 +10,13 @@ from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from twoyes import welcome_back as asking
-from twoyes.errors import N_
+from twoyes.errors import N_, TwoyesError
 from twoyes.parties import get_welcome_back_member
-from twoyes.rules import NOTE_MAX
+from twoyes.rules import NOTE_MAX, clean_free_text
 from twoyes.times import utcnow
 from twoyes.tokens import get_member_id
 from twoyes.web.context import get_db, issue_stamp, limit_tokens, stamp_is_human
-from twoyes.web.forms import GARBLED, body_is_utf8, clean_text
+from twoyes.web.forms import GARBLED, body_is_utf8
 
 bp = Blueprint("welcome_back", __name__)
 
@@ -61,7 +61,7 @@ def ask_welcome_back(token: str):
     member = get_welcome_back_member(db, get_member_id(db, token, now))
     if not body_is_utf8(request.get_data(cache=True)):
         return welcome_back_page(token, member, status=400, notice=(GARBLED, {}))
-    message = clean_text(request.form.get("message")) or ""
+    message = clean_free_text(request.form.get("message")) or ""
     if len(message) > NOTE_MAX:
         notice = (
             N_("A message can be at most %(most)s characters; this one has %(length)s."),
@@ -71,8 +71,19 @@ def ask_welcome_back(token: str):
     if not stamp_is_human(asking.find_last_ask(db, member) or ""):
         notice = (N_("Please press the button once more to send your request."), {})
         return welcome_back_page(token, member, notice=notice, message=message)
-    sent = asking.ask_welcome_back(
-        db, member, message, now, ip=request.remote_addr, user_agent=request.user_agent.string[:300]
-    )
+    try:
+        sent = asking.ask_welcome_back(
+            db,
+            member,
+            message,
+            now,
+            ip=request.remote_addr,
+            user_agent=request.user_agent.string[:300],
+        )
+    except TwoyesError as error:
+        shown = message.replace("\x00", "")
+        return welcome_back_page(
+            token, member, status=400, notice=(error.parts[0], {}), message=shown
+        )
     asked = "1" if sent else "again"
     return redirect(url_for("welcome_back.welcome_back", token=token, asked=asked), 303)
