@@ -33,8 +33,9 @@ from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import TooManyRequests
 
 # One person on one link reloads, presses, goes back: a few requests a minute. A coach
-# deciding a dozen rounds from the overview makes two dozen.
-LINK_LIMIT = "120 per minute; 1200 per hour"
+# deciding a dozen rounds from the overview makes two dozen. One window only: a store holds
+# a count per link for a minute, not for an hour, however many links are opened.
+LINK_LIMIT = "120 per minute"
 
 
 class TokenRateLimit:
