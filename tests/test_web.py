@@ -1305,6 +1305,19 @@ def test_a_training_room_on_one_address_decides_and_guessing_still_meets_a_429(s
     assert browser.get(f"/d/{tokens[0]}").status_code == 429
 
 
+def test_one_link_opened_over_and_over_meets_its_own_limit(settings, app, db, smtp, engagement):
+    """A link that opens has a budget of its own, far above what a person uses: the 121st
+    request within a minute is a 429; another link from the same address still opens."""
+    defaults = {key: value for key, value in settings.items() if key != "TOKEN_RATE_LIMIT"}
+    browser = create_app({"TESTING": True, **defaults}).test_client()
+    tokens = open_round(app, db, smtp, engagement)
+
+    answers = [browser.get(f"/d/{tokens[ANNA]}").status_code for _ in range(121)]
+
+    assert answers == [200] * 120 + [429]
+    assert browser.get(f"/d/{tokens[BOB]}").status_code == 200
+
+
 def test_the_rate_limit_setting_must_read_like_limits(settings):
     from twoyes.settings import ConfigError
     from twoyes.web import create_app
