@@ -406,16 +406,17 @@ class Web:
         stamp = FormStamp(SECRET_KEY, 0)
 
         def post(decision_id: int) -> str:
+            path = f"/d/{tokens[decision_id - 1]}"  # a stamp is good only for its form's path
             body = urlencode(
                 {
                     "usefulness": "",
                     "note": "",
                     "website": "",
-                    "served": stamp.issue(decision_id),
+                    "served": stamp.issue(path),
                     "choice": "continue",
                 }
             )
-            return f"POST\t/d/{tokens[decision_id - 1]}\t{body}"
+            return f"POST\t{path}\t{body}"
 
         # POST: one party per engagement (coach and client taking turns), so that no
         # round closes and every request is one recorded decision, as in the baseline.

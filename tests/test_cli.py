@@ -337,6 +337,34 @@ def test_engagement_start_with_an_unknown_address(run, db, people, args, named):
     assert named in line
 
 
+BOB_WITH_ANNA = ["--coach", "bob@example.org", "--client", "anna@example.org"]
+
+
+@pytest.mark.parametrize(
+    ("title", "said"),
+    [
+        ("x" * 201, "Error: A title can be at most 200 characters long."),
+        ("x" * 100_000, "Error: A title can be at most 200 characters long."),
+        ("Career\nBcc: eve@example.org", "Error: A title must fit on one line."),
+        ("Career\r", "Error: A title must fit on one line."),
+        ("\x1b[31mCareer\x1b[0m", "Error: A title cannot contain control characters."),
+        ("Career\x00", "Error: A title cannot contain control characters."),
+        ("Career \u202egnikool", "Error: A title cannot contain control characters."),
+    ],
+    ids=["201", "100000", "line-break", "carriage-return", "escape", "nul", "bidi-override"],
+)
+def test_engagement_start_with_a_title_that_is_not_one_short_line(run, db, people, title, said):
+    """A title shows on pages, in mails and on the coach's terminal: checked like a name."""
+    assert refused(run, db, "engagement", "start", *BOB_WITH_ANNA, "--title", title) == said
+
+
+def test_engagement_start_with_a_title_of_200_characters(run, db, people):
+    title = "Leadership " + "x" * 189
+    ok(run, "engagement", "start", *BOB_WITH_ANNA, "--title", f"  {title}  ")
+    (stored,) = db.conn.execute("SELECT title FROM engagements").fetchone()
+    assert stored == title
+
+
 def test_engagement_start_with_a_malformed_address(run, db, people):
     line = refused(
         run, db, "engagement", "start", "--coach", "bob@", "--client", "anna@example.org"
@@ -551,6 +579,27 @@ def test_engagement_show_an_unknown_id(run, db, engagement):
     assert "99" in line
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["engagement", "show", "{n}"], "There is no engagement {n}."),
+        (["engagement", "reopen", "{n}"], "There is no engagement {n}."),
+        (["engagement", "add-member", "{n}", "carl@example.org"], "There is no engagement {n}."),
+        (["session", "done", "{n}"], "There is no engagement {n}."),
+        (["session", "add", "{n}", "--at", "2027-01-05 10:00"], "There is no engagement {n}."),
+        (["decide", "{n}", "--choice", "stop"], "There is no round {n}."),
+        (["outbox", "retry", "{n}"], "There is no mail {n}."),
+        (["outbox", "retry", "--", "-{n}"], "There is no mail -{n}."),
+    ],
+)
+def test_a_number_beyond_sqlites_range_is_an_unknown_id(run, db, people, engagement, args, named):
+    """No row can have an id beyond SQLite's 64-bit integers: one line and exit 1, as for an
+    id that does not exist."""
+    n = "99999999999999999999999"
+    line = refused(run, db, *[arg.format(n=n) for arg in args])
+    assert line == f"Error: {named.format(n=n)}"
+
+
 def test_engagement_show_a_malformed_id(run, db, engagement):
     refused(run, db, "engagement", "show", "one", code=2)
 
@@ -729,6 +778,15 @@ def test_decide_continue_keeps_the_round_open(run, db, engagement):
     assert show(run, engagement)["sessions"][0]["round"]["status"] == "open"
 
 
+def test_decide_keeps_a_notes_lines_and_takes_out_its_control_characters(run, db, engagement):
+    round_id = session_done(run, engagement)["round_id"]
+    ok(run, "decide", round_id, "--choice", "continue", "--note", "Good\r\none\x1b[2J\t\u202eok")
+    (note,) = db.conn.execute(
+        "SELECT note FROM decisions WHERE round_id = ? AND role = 'coach'", [round_id]
+    ).fetchone()
+    assert note == "Good\none[2J\tok"
+
+
 def test_decide_stop_ends_the_engagement(run, db, engagement):
     round_id = session_done(run, engagement)["round_id"]
     result = ok(run, "decide", round_id, "--choice", "stop", "--reason", "values")
@@ -771,6 +829,11 @@ def test_decide_with_a_too_long_note(run, db, engagement):
         ["--choice", "stop", "--reason", "bored"],
         [],
         ["--choice", "continue", "--usefulness", "11"],
+        # Usefulness is written in ASCII digits: not another script's, not Python's spellings.
+        ["--choice", "continue", "--usefulness", "٣"],
+        ["--choice", "continue", "--usefulness", "５"],
+        ["--choice", "continue", "--usefulness", "1_0"],
+        ["--choice", "continue", "--usefulness", "+3"],
     ],
 )
 def test_decide_with_a_malformed_command_line(run, db, engagement, args):

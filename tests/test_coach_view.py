@@ -539,10 +539,13 @@ def test_the_overview_sends_the_security_headers(run, practice, client):
 def test_the_overview_is_rate_limited_like_the_other_links(settings, run, practice):
     from twoyes.web import create_app
 
+    """Guessed overview links count against the address like any other guess; once they are
+    used up, the real overview answers 429 too."""
     limited = create_app({"TESTING": True, **settings, "TOKEN_RATE_LIMIT": "5 per minute"})
     browser = limited.test_client()
     path = coach_link(run, "bob@example.org")
-    assert [browser.get(path).status_code for _ in range(5)] == [200] * 5
+    assert [browser.get(path).status_code for _ in range(6)] == [200] * 6  # a real link
+    assert [browser.get("/c/" + "A" * 43).status_code for _ in range(5)] == [404] * 5
     assert browser.get(path).status_code == 429
     dana = practice["rounds"]["dana"][0]
     assert browser.post(f"{path}/rounds/{dana}", data={"choice": "stop"}).status_code == 429
@@ -631,6 +634,17 @@ def test_another_coachs_round_is_not_found(run, db, practice, client):
     assert answer.status_code == 404
     assert "Fleur" not in answer.text and "Eve" not in answer.text
     assert client.post(f"{path}/rounds/999999", data={"choice": "stop"}).status_code == 404
+    assert dump(db) == before
+
+
+@pytest.mark.parametrize("number", ["9223372036854775808", "99999999999999999999999"])
+def test_a_round_number_beyond_any_id_is_not_found(run, db, practice, client, number):
+    """Beyond SQLite's largest integer no round can have the number: a 404 like any other."""
+    path = coach_link(run, "bob@example.org")
+    before = dump(db)
+    answer = client.post(f"{path}/rounds/{number}", data={"choice": "stop"})
+    assert answer.status_code == 404
+    assert "This page does not exist" in answer.text
     assert dump(db) == before
 
 

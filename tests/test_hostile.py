@@ -11,6 +11,8 @@ or hang up in the middle of a batch, and a server whose certificate nobody vouch
 from __future__ import annotations
 
 import contextlib
+import http.client
+import io
 import itertools
 import json
 import os
@@ -39,6 +41,7 @@ from support import (
     cli_env,
     deliver,
     dump,
+    free_port,
     html_of,
     links_in,
     ok,
@@ -205,16 +208,26 @@ USEFULNESS = st.one_of(
 NOTE = st.one_of(
     st.text(max_size=2100),
     st.sampled_from(
-        ["x" * 2000, "x" * 2001, "y\r\n" * 667, "</textarea><script>alert(1)</script>", "  \r\n "]
+        [
+            "x" * 2000,
+            "x" * 2001,
+            "y\r\n" * 667,
+            "</textarea><script>alert(1)</script>",
+            "  \r\n ",
+            "a\x00b",
+            "x\x1b[2J\ty\u202ez\x85",
+        ]
     ),
 )
 ALL_REASONS = sorted({reason for reasons in REASONS.values() for reason in reasons})
 
 
 def expected_note(raw: str | None) -> str | None:
-    """What a person typed, line breaks counted once, trimmed; None when empty."""
-    text = (raw or "").replace("\r\n", "\n").replace("\r", "\n").strip()
-    return text or None
+    """What a person typed, each line break one "\\n", the other control characters and the
+    bidirectional overrides taken out (NUL stays, to be refused), trimmed; None when empty."""
+    text = re.sub("\r\n?|[\x85\u2028\u2029]", "\n", raw or "")
+    text = re.sub("[\x01-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", "", text)
+    return text.strip() or None
 
 
 @pytest.mark.slow
@@ -254,19 +267,17 @@ def test_every_form_field_fuzzed_is_refused_with_4xx_or_recorded_as_valid(
     posted = {name: form.get(name) for name in ("choice", "reason", "usefulness", "note")}
     raw = (posted["usefulness"] or "").strip()
     value = None
-    if re.fullmatch(r"[0-9]+", raw):
+    if re.fullmatch(r"[0-9]+", raw):  # ASCII digits only: "+3", "٣", "1_0" are no usefulness
         value = int(raw) if len(raw) < 5 else 99_999  # far out of range, however long
     elif raw:
-        try:  # "+3", "٣" (Arabic-Indic three), "1_0": whole numbers, read as Python reads them
-            value = int(raw)
-        except ValueError:  # not a number, or more digits than int() reads
-            value = "not a number"
+        value = "not a number"
     kept_reason = (posted["reason"] or None) if posted["choice"] == "stop" else None
     problems = [
         posted["choice"] not in ("continue", "stop"),
         value is not None and not (isinstance(value, int) and 0 <= value <= 10),
         kept_reason is not None and kept_reason not in REASONS[who],
         len(expected_note(posted["note"]) or "") > 2000,
+        "\x00" in (expected_note(posted["note"]) or ""),
     ]
 
     status = answer.status_code
@@ -291,19 +302,37 @@ def test_every_form_field_fuzzed_is_refused_with_4xx_or_recorded_as_valid(
         assert str(escape(recorded["note"])) in page.text
 
 
-@pytest.mark.parametrize("typed", ["+3", "٣", "３", " 3 "])
-def test_a_usefulness_of_three_written_another_way_is_recorded_as_3(db, web, typed):
-    """SPEC: usefulness is a whole number from 0 to 10, and "+3", the Arabic-Indic "٣" of a
-    phone keyboard, or a full-width "３" are that number: recorded (303), not refused (400).
-    The form reads it with int(), as the command line's `--usefulness` (click.IntRange) does."""
+@pytest.mark.parametrize(
+    ("typed", "status", "recorded"),
+    [
+        (" 3 ", 303, 3),  # the spaces around a number typed by hand
+        ("03", 303, 3),
+        ("+3", 400, None),
+        ("-0", 400, None),
+        ("٣", 400, None),  # Arabic-Indic three
+        ("３", 400, None),  # full-width three
+        ("５", 400, None),
+        ("1_0", 400, None),
+        ("9" * 5000, 400, None),
+    ],
+)
+def test_usefulness_is_written_in_ascii_digits_only(db, web, typed, status, recorded):
+    """SPEC: usefulness is a whole number from 0 to 10, written with the digits 0-9 (what the
+    page's list sends). Python's other spellings of a number, another script's digits or a
+    sign are refused with a sentence (400) and nothing is recorded."""
     made = new_round(db)
     token = made["tokens"]["client"]
     form = {"served": stamp_of(web, token), "choice": "continue", "usefulness": typed}
+    before = dump(db)
 
     answer = web.post(f"/d/{token}", data=form)
 
-    assert answer.status_code == 303, answer.text
-    assert decision_of(db, "client", made["engagement"])["usefulness"] == 3
+    assert answer.status_code == status, answer.text
+    if status == 400:
+        assert "Usefulness is a whole number from 0 to 10." in answer.text
+        assert dump(db) == before
+    else:
+        assert decision_of(db, "client", made["engagement"])["usefulness"] == recorded
 
 
 @pytest.mark.parametrize("link", ["/d/{token}?choice=stop", "/d/{token}/stop?choice=stop"])
@@ -356,6 +385,82 @@ def test_an_oversized_body_of_any_kind_is_refused_and_changes_nothing(
 
 
 @pytest.mark.parametrize(
+    ("method", "where", "allowed"),
+    [
+        ("POST", "/d/{decide}/continue", {"GET", "HEAD", "OPTIONS"}),
+        ("PUT", "/d/{decide}", {"GET", "HEAD", "OPTIONS", "POST"}),
+        ("DELETE", "/b/{welcome}", {"GET", "HEAD", "OPTIONS", "POST"}),
+        ("POST", "/", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_a_405_names_the_methods_that_work_in_allow(db, web, method, where, allowed):
+    """RFC 9110: a 405 response carries Allow."""
+    path = where.format(decide=new_round(db)["tokens"]["client"], welcome=welcome_token(db, web))
+    before = dump(db)
+
+    answer = web.open(path, method=method, data={"choice": "stop"})
+
+    assert answer.status_code == 405
+    assert set(answer.headers["Allow"].replace(" ", "").split(",")) == allowed
+    assert dump(db) == before
+
+
+def test_a_chunked_post_the_server_did_not_read_is_refused_with_411(db, web):
+    """A body of unknown length that the WSGI server did not take in for the app (no
+    Content-Length, no wsgi.input_terminated) cannot be read: refused with 411, never
+    taken for an empty form."""
+    token = new_round(db)["tokens"]["client"]
+    body = f"served={stamp_of(web, token)}&choice=stop".encode()
+    before = dump(db)
+
+    answer = web.post(
+        f"/d/{token}",
+        input_stream=io.BytesIO(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)),
+        content_type="application/x-www-form-urlencoded",
+        headers={"Transfer-Encoding": "chunked"},
+    )
+
+    assert answer.status_code == 411
+    assert "What you sent arrived without its length, so nothing was recorded." in answer.text
+    assert dump(db) == before
+
+
+@pytest.mark.slow
+def test_a_chunked_post_through_gunicorn_is_read_and_recorded(settings, db, web):
+    """gunicorn takes a chunked body in for the app: the decision in it counts."""
+    made = new_round(db)
+    token = made["tokens"]["client"]
+    body = f"served={stamp_of(web, token)}&choice=stop".encode()
+    port = free_port()
+    server = subprocess.Popen(
+        [str(ROOT / ".venv/bin/gunicorn"), "-b", f"127.0.0.1:{port}", "app:create_app()"],
+        cwd=ROOT,
+        env=cli_env(settings, MIN_DECISION_SECONDS="0"),  # the stamp was served just now
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(200):  # until gunicorn listens
+            with contextlib.suppress(OSError):
+                connection.connect()
+                break
+            time.sleep(0.1)
+        connection.putrequest("POST", f"/d/{token}")
+        connection.putheader("Content-Type", "application/x-www-form-urlencoded")
+        connection.putheader("Transfer-Encoding", "chunked")
+        connection.endheaders()
+        connection.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        status = connection.getresponse().status
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+    assert status == 303
+    assert decision_of(db, "client", made["engagement"])["choice"] == "stop"
+
+
+@pytest.mark.parametrize(
     ("body", "field"),
     [
         (b"choice=continue&note=%FF%FE%FD", "note"),
@@ -401,6 +506,68 @@ def test_a_welcome_back_message_that_is_not_utf8_gets_a_4xx_and_mails_nobody(db,
     )
 
     assert 400 <= answer.status_code < 500, answer.status_code
+    assert dump(db) == before
+
+
+# --- control characters in free text ------------------------------------------------------------
+
+# Typed by a person: a line break (as a browser sends it) and a tab. Hidden in it: ESC and a
+# terminal escape, a form feed, DEL, a C1 control, and a right-to-left override and isolate.
+HIDDEN = "Fine.\r\nNext\tline\x1b[2J\x0c\x7f\x9b \u202eevil\u2066 end"
+SEEN = "Fine.\nNext\tline[2J evil end"
+UNSEEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_control_characters_in_a_note_are_taken_out_and_line_breaks_kept(db, web, app, smtp):
+    made = new_round(db)
+    token = made["tokens"]["client"]
+    deliver(app, db)  # the decision mails
+    smtp.clear()
+    form = {"served": stamp_of(web, token), "choice": "stop", "note": HIDDEN}
+
+    assert web.post(f"/d/{token}", data=form).status_code == 303
+
+    assert decision_of(db, "client", made["engagement"])["note"] == SEEN
+    deliver(app, db)
+    (outcome,) = [m for m in smtp.messages if "coach" in m["To"]]
+    assert SEEN in text_of(outcome).replace("\r\n", "\n")  # the mail's own line ends are CR LF
+    assert not UNSEEN.search(text_of(outcome).replace("\r\n", "\n"))
+
+
+def test_control_characters_in_a_welcome_back_message_are_taken_out(db, web, app, smtp):
+    welcome = welcome_token(db, web)
+    deliver(app, db)
+    smtp.clear()
+    page = web.get(f"/b/{welcome}")
+    form = {"served": STAMP.search(page.text).group(1), "message": HIDDEN}
+
+    assert web.post(f"/b/{welcome}", data=form).status_code == 303
+
+    deliver(app, db)
+    (asked,) = smtp.messages
+    assert SEEN in text_of(asked).replace("\r\n", "\n")
+    assert not UNSEEN.search(text_of(asked).replace("\r\n", "\n"))
+
+
+NUL_REFUSED = (
+    "The text holds a NUL character, which cannot be kept; please take it out and send it again."
+)
+
+
+@pytest.mark.parametrize("where", ["note", "message"])
+def test_a_nul_in_free_text_is_refused_with_a_sentence(db, web, where):
+    if where == "note":
+        path = f"/d/{new_round(db)['tokens']['client']}"
+        form = {"served": stamp_of(web, path[3:]), "choice": "continue", "note": "a\x00b"}
+    else:
+        path = f"/b/{welcome_token(db, web)}"
+        form = {"served": STAMP.search(web.get(path).text).group(1), "message": "a\x00b"}
+    before = dump(db)
+
+    answer = web.post(path, data=form)
+
+    assert answer.status_code == 400
+    assert NUL_REFUSED in answer.text
     assert dump(db) == before
 
 

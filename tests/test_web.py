@@ -21,9 +21,11 @@ import pytest
 from support import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of, year_unless_now
 
 from twoyes.engagements import start_engagement
+from twoyes.people import add_person
 from twoyes.rounds import close_overdue_rounds, send_reminders
 from twoyes.sessions import record_session_done
 from twoyes.times import to_db
+from twoyes.tokens import hash_token
 from twoyes.web import create_app
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
@@ -891,6 +893,38 @@ def test_a_filled_honeypot_or_a_missing_or_forged_stamp_is_not_recorded(
     assert decision_row(db, ANNA)["choice"] == "stop"
 
 
+def test_a_stamp_counts_only_on_the_form_it_was_served_with_and_shows_no_id(
+    app, db, client, smtp, engagement
+):
+    """A welcome-back page's stamp on a decision page whose internal id happens to be the
+    welcome-back member's id: refused, as each stamp is bound to its form's route and token.
+    What a stamp shows is when its page was served, and nothing else."""
+    carl = start_engagement(db, BOB, [CARL], T0)
+    carls_round = open_round(app, db, smtp, carl)  # decisions 1 and 2; Anna is member 1
+    welcome = welcome_back_token(app, db, client, smtp, engagement)
+    (member_id,) = db.conn.execute("SELECT id FROM members WHERE engagement_id = ?", [engagement])
+    same_id = next(
+        token
+        for token in carls_round.values()
+        if db.conn.execute(
+            "SELECT decision_id FROM tokens WHERE hash = ?", [hash_token(token)]
+        ).fetchone()[0]
+        == member_id[0]
+    )
+    stamp = form_of(client, f"/b/{welcome}")["served"]
+    before = dump(db)
+
+    answer = client.post(f"/d/{same_id}", data={"served": stamp, "choice": "stop"})
+
+    assert answer.status_code == 200
+    assert NOT_RECORDED in text(answer)
+    assert dump(db) == before
+    for page in (f"/b/{welcome}", f"/d/{same_id}", f"/d/{same_id}/stop"):
+        shown, _, signature = form_of(client, page)["served"].rpartition(".")
+        assert shown.isdigit() and abs(int(shown) - time.time() * 1000) < 60_000, shown
+        assert len(signature) >= 40
+
+
 def test_a_web_decision_keeps_its_time_ip_and_user_agent_in_the_event_log(
     app, db, client, smtp, engagement
 ):
@@ -995,7 +1029,7 @@ def welcome_back_token(app, db, client, smtp, engagement) -> str:
     return token_of(link)
 
 
-def test_welcome_back_page_changes_nothing_and_asking_mails_the_coach_again_and_again(
+def test_welcome_back_page_changes_nothing_and_asking_mails_the_coach_once_a_day(
     app, db, client, smtp, engagement
 ):
     token = welcome_back_token(app, db, client, smtp, engagement)
@@ -1011,26 +1045,70 @@ def test_welcome_back_page_changes_nothing_and_asking_mails_the_coach_again_and_
     assert Html(page.text).form()["method"] == "post"
     assert dump(db) == before
 
-    for message in ("Could we talk in March?", "Or April <b>perhaps</b>"):
-        data = form_of(client, f"/b/{token}") | {"message": message}
-        answer = client.post(f"/b/{token}", data=data)
-        assert answer.status_code == 303
-        thanks = client.get(answer.headers["Location"])
-        assert "We have let Bob Coach know that you would like a new session" in text(thanks)
-        smtp.clear()
-        deliver_now(app, db)
-        (mail,) = smtp.messages
-        assert recipients(mail) == [BOB]
-        assert getaddresses([mail["Reply-To"]])[0][1] == ANNA
-        assert mail["Subject"] == "Anna de Vries would like a new session"
-        assert "Anna de Vries (anna@example.org) used the welcome-back link" in text_of(mail)
-        assert message in text_of(mail)
-        assert token not in mail.as_string()
+    data = form_of(client, f"/b/{token}") | {"message": "Could we talk in March?"}
+    answer = client.post(f"/b/{token}", data=data)
+    assert answer.status_code == 303
+    thanks = client.get(answer.headers["Location"])
+    assert "We have let Bob Coach know that you would like a new session" in text(thanks)
+    smtp.clear()
+    deliver_now(app, db)
+    (mail,) = smtp.messages
+    assert recipients(mail) == [BOB]
+    assert getaddresses([mail["Reply-To"]])[0][1] == ANNA
+    assert mail["Subject"] == "Anna de Vries would like a new session"
+    assert "Anna de Vries (anna@example.org) used the welcome-back link" in text_of(mail)
+    assert "Could we talk in March?" in text_of(mail)
+    assert token not in mail.as_string()
+
+    # Asking again the same day, from a fresh page: shown as sent already, nobody mailed.
+    again = form_of(client, f"/b/{token}") | {"message": "Or April <b>perhaps</b>"}
+    answer = client.post(f"/b/{token}", data=again)
+    assert answer.status_code == 303
+    seen = text(client.get(answer.headers["Location"]))
+    assert "You asked already in the last day, so this request was not sent again." in seen
+    assert "We have let Bob Coach know that you would like a new session" in seen
+    smtp.clear()
+    deliver_now(app, db)
+    assert smtp.messages == []
 
     ended = db.conn.execute("SELECT status FROM engagements WHERE id = ?", [engagement]).fetchone()
     assert ended["status"] == "ended", "welcome back reopens nothing"
     asked = db.conn.execute("SELECT count(*) FROM events WHERE kind = 'welcome_back_asked'")
-    assert asked.fetchone()[0] == 2
+    assert asked.fetchone()[0] == 1
+
+
+def test_one_welcome_back_page_sent_twenty_times_mails_the_coach_once(
+    app, db, client, smtp, engagement
+):
+    """A page's stamp is used once: replayed, the form is refused and asks to press again."""
+    token = welcome_back_token(app, db, client, smtp, engagement)
+    data = form_of(client, f"/b/{token}") | {"message": "Hello"}
+
+    answers = [client.post(f"/b/{token}", data=data) for _ in range(20)]
+
+    assert [answer.status_code for answer in answers] == [303] + [200] * 19
+    assert "Please press the button once more" in text(answers[-1])
+    deliver_now(app, db)
+    assert len(smtp.to(BOB)) == 1
+
+
+def test_a_welcome_back_link_asks_again_after_a_day(app, db, client, smtp, engagement):
+    from twoyes.parties import get_welcome_back_member
+    from twoyes.tokens import get_member_id
+    from twoyes.welcome_back import ask_welcome_back
+
+    token = welcome_back_token(app, db, client, smtp, engagement)
+    now = datetime.now(UTC)
+    member = get_welcome_back_member(db, get_member_id(db, token, now))
+
+    asked = [
+        ask_welcome_back(db, member, "", moment)
+        for moment in (now, now + timedelta(hours=23, minutes=59), now + timedelta(days=1))
+    ]
+
+    assert asked == [True, False, True]
+    queued = db.conn.execute("SELECT count(*) FROM outbox WHERE kind = 'welcome_back'")
+    assert queued.fetchone()[0] == 2
 
 
 def test_a_welcome_back_message_that_fits_the_textarea_is_sent_with_its_line_breaks(
@@ -1301,6 +1379,64 @@ def test_token_pages_are_rate_limited_per_address(settings, engagement, db, app,
     assert other.get("/healthz").status_code == 200  # pages without tokens are not limited
     elsewhere = {"REMOTE_ADDR": "192.0.2.7"}
     assert browser.get("/d/" + "D" * 43, environ_base=elsewhere).status_code == 404  # own budget
+
+
+def test_a_training_room_on_one_address_decides_and_guessing_still_meets_a_429(settings, db):
+    """Twenty members of a training share the venue's address: each opens the page, presses,
+    sees the result, all within a minute, under the default limit; all twenty are recorded.
+    Guessing from an address still meets a 429 that says when to come back."""
+    defaults = {key: value for key, value in settings.items() if key != "TOKEN_RATE_LIMIT"}
+    browser = create_app({"TESTING": True, **defaults}).test_client()
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    add_person(db, "coach", "Bob Coach", "bob@example.org", "en", now)
+    members = [f"member{n}@example.org" for n in range(20)]
+    for number, address in enumerate(members):
+        add_person(db, "client", f"Member {number}", address, "en", now)
+    engagement = start_engagement(db, "bob@example.org", members, now, min_members=2)
+    record_session_done(db, engagement, now, POLICY)
+    tokens = [
+        json.loads(context)["decide_token"]
+        for (context,) in db.conn.execute(
+            "SELECT context FROM outbox WHERE kind = 'decision' AND to_email != 'bob@example.org'"
+        )
+    ]
+    assert len(tokens) == 20
+
+    started = time.monotonic()
+    for token in tokens:
+        page = browser.get(f"/d/{token}")
+        assert page.status_code == 200
+        stamp = re.search(r'name="served" value="([^"]+)"', page.text).group(1)
+        pressed = browser.post(f"/d/{token}", data={"served": stamp, "choice": "continue"})
+        assert pressed.status_code == 303
+        assert browser.get(pressed.headers["Location"]).status_code == 200
+    assert time.monotonic() - started < 60
+
+    (recorded,) = db.conn.execute(
+        "SELECT count(*) FROM decisions WHERE role = 'client' AND choice = 'continue'"
+    ).fetchone()
+    assert recorded == 20
+
+    guesses = [browser.get(f"/d/{n:043d}") for n in range(150)]
+    statuses = [guess.status_code for guess in guesses]
+    assert statuses[:30] == [404] * 30 and statuses[30:] == [429] * 120
+    assert 0 < int(guesses[-1].headers["Retry-After"]) <= 60
+    # Once guessing has used up the address's budget, a real link answers the same 429:
+    # a guesser cannot tell a hit from a miss.
+    assert browser.get(f"/d/{tokens[0]}").status_code == 429
+
+
+def test_one_link_opened_over_and_over_meets_its_own_limit(settings, app, db, smtp, engagement):
+    """A link that opens has a budget of its own, far above what a person uses: the 121st
+    request within a minute is a 429; another link from the same address still opens."""
+    defaults = {key: value for key, value in settings.items() if key != "TOKEN_RATE_LIMIT"}
+    browser = create_app({"TESTING": True, **defaults}).test_client()
+    tokens = open_round(app, db, smtp, engagement)
+
+    answers = [browser.get(f"/d/{tokens[ANNA]}").status_code for _ in range(121)]
+
+    assert answers == [200] * 120 + [429]
+    assert browser.get(f"/d/{tokens[BOB]}").status_code == 200
 
 
 def test_the_rate_limit_setting_must_read_like_limits(settings):

@@ -15,7 +15,7 @@ from twoyes.db import transaction
 from twoyes.endings import Ending, end_engagements
 from twoyes.errors import Conflict, Invalid, NotFound
 from twoyes.events import log_event
-from twoyes.people import get_person_by_email
+from twoyes.people import clean_name, get_person_by_email
 from twoyes.rules import Policy
 from twoyes.times import to_db
 
@@ -43,7 +43,7 @@ def start_engagement(
                 f"--min-members must be between 1 and the number of clients ({len(clients)})."
             )
         kind = "group" if len(clients) > 1 else "individual"
-        title = (title or "").strip() or None
+        title = clean_name(title, what="title") if title and title.strip() else None
         engagement_id = db.conn.execute(
             "INSERT INTO engagements (coach_id, title, kind, min_members, started_at)"
             " VALUES (?, ?, ?, ?, ?)",

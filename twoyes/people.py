@@ -52,7 +52,8 @@ def ascii_address(address: str) -> str:
 
 
 def clean_name(name: str, *, what: str = "name", most: int = 200) -> str:
-    """The name with its spaces tidied; one that could pass for a mail header is refused."""
+    """The name (or an engagement's title: `what`) with its spaces tidied; one that could pass
+    for a mail header, or print escape codes on a terminal, is refused."""
     if LINE_BREAKS.search(name):
         raise Invalid(f"A {what} must fit on one line.")
     if "=?" in name:

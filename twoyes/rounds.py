@@ -20,7 +20,7 @@ from twoyes.errors import N_, Conflict, Invalid, NotFound
 from twoyes.events import log_event
 from twoyes.mails import queue_decision_mail
 from twoyes.parties import parties_of_round
-from twoyes.rules import Policy, Verdict, check_decision, judge_round
+from twoyes.rules import Policy, Verdict, check_decision, clean_free_text, judge_round
 from twoyes.times import db_time_after, to_db
 
 # Overdue rounds closed per transaction (TWOYES_SWEEP_BATCH). Larger batches rewrite the
@@ -134,7 +134,7 @@ def record_decision(
 
     Returns the decision as recorded and the round's verdict, if it closed.
     """
-    note = (note or "").strip() or None
+    note = clean_free_text(note)
     if choice == "continue":
         reason = None  # a reason is asked only of whoever stops
     with transaction(db):

@@ -8,6 +8,7 @@ decisions, asks `judge_round`, and carries out the verdict.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from twoyes.errors import N_
@@ -98,6 +99,35 @@ def judge_round(
     return None
 
 
+# In free text (notes, welcome-back messages) a person types line breaks and tabs; the other
+# control characters (C0, DEL, C1) and the bidirectional embeddings, overrides and isolates
+# only fake lines or turn words round in a mail's plain text or on a terminal: taken out.
+LINE_ENDS = re.compile("\r\n?|[\x85\u2028\u2029]")
+UNSEEN = re.compile("[\x01-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# NUL is refused instead: no person types it, and much software ends a text there.
+NUL_IN_TEXT = N_(
+    "The text holds a NUL character, which cannot be kept; please take it out and send it again."
+)
+
+
+def clean_free_text(text: str | None) -> str | None:
+    """Free text as it is kept: each line break one "\\n" (a textarea's maxlength counts
+    it as one character, so the length check must too), the unseen characters taken out,
+    trimmed; None if nothing is left. A NUL stays, for the check to refuse."""
+    text = UNSEEN.sub("", LINE_ENDS.sub("\n", text or "")).strip()
+    return text or None
+
+
+def read_whole_number(text: str) -> int | None:
+    """A whole number written in the digits 0-9 and nothing else, or None. int() would also
+    read "+3", "1_0" and other scripts' digits ("٣", "５"): no form or person means those as a
+    usefulness, so they are refused, on the web and on the command line alike."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18  # far out of any range, however long
+
+
 def check_decision(
     role: str, choice: str, reason: str | None, usefulness: int | None, note: str | None
 ) -> list[str]:
@@ -111,4 +141,6 @@ def check_decision(
         problems.append(N_("Usefulness is a whole number from 0 to 10."))
     if note is not None and len(note) > NOTE_MAX:
         problems.append(N_("A note can be at most 2,000 characters; please shorten it."))
+    if note is not None and "\x00" in note:
+        problems.append(NUL_IN_TEXT)
     return problems

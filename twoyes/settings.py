@@ -57,7 +57,7 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "MAIL_CA_FILE": (None, "A CA bundle for an SMTP server with a private certificate."),
     "MAIL_MAX_EMAILS": (None, "Mails per SMTP connection before a new one is opened."),
     "PROXIES": (0, "How many reverse proxies set X-Forwarded-For in front of the app."),
-    "TOKEN_RATE_LIMIT": (RATE_LIMIT, "Requests per client address on the link pages."),
+    "TOKEN_RATE_LIMIT": (RATE_LIMIT, "Links that do not open and refused forms, per address."),
     "RATELIMIT_STORAGE_URI": ("memory://", "Where the rate limit counts; memory:// per process."),
     "SWEEP_BATCH": (5000, "Overdue rounds closed per transaction by the deadline sweep."),
 }

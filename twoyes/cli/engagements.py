@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from twoyes.cli.options import (
+    WholeNumber,
     get_db,
     json_option,
     now_option,
@@ -298,7 +299,7 @@ def session_done(engagement_id, minutes, now, as_json):
 @click.argument("round_id", type=int)
 @click.option("--choice", required=True, type=click.Choice(CHOICES))
 @click.option("--reason", type=click.Choice(REASONS["coach"]), help="Why you stop.")
-@click.option("--usefulness", type=click.IntRange(0, 10), help="How useful was it, 0-10.")
+@click.option("--usefulness", type=WholeNumber(0, 10), help="How useful was it, 0-10.")
 @click.option("--note", help="A note for yourself (at most 2,000 characters).")
 @now_option
 @with_app

@@ -17,6 +17,7 @@ from flask import current_app
 
 from twoyes import db as database
 from twoyes.errors import TwoyesError
+from twoyes.rules import read_whole_number
 from twoyes.settings import ConfigError, Settings
 from twoyes.times import utcnow
 from twoyes.web import create_app
@@ -46,6 +47,8 @@ def with_app(command):
                 return command(*args, **kwargs)
             except TwoyesError as error:
                 raise click.ClickException(str(error)) from error
+            except OverflowError as error:  # SQLite cannot even look such a number up
+                raise click.ClickException(unknown_number()) from error
             except sqlite3.OperationalError as error:
                 if "no such table" in str(error):
                     raise click.ClickException(
@@ -54,6 +57,30 @@ def with_app(command):
                 raise click.ClickException(f"The database did not answer: {error}") from error
 
     return wrapper
+
+
+# What SQLite stores in an INTEGER column, ids included.
+SQLITE_INTEGERS = range(-(2**63), 2**63)
+
+
+def unknown_number() -> str:
+    """The sentence for a number beyond SQLite's integers: no row has it, so it is told apart
+    no more than an id that does not exist ("There is no engagement 99...")."""
+    for name, value in click.get_current_context().params.items():
+        if isinstance(value, int) and value not in SQLITE_INTEGERS:
+            return f"There is no {name.removesuffix('_id').replace('_', ' ')} {value}."
+    return "That number is larger than any twoyes keeps; nothing was changed."
+
+
+class WholeNumber(click.IntRange):
+    """A whole number in a range, written in the digits 0-9 only (rules.read_whole_number)."""
+
+    name = "integer range"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and read_whole_number(value.strip()) is None:
+            self.fail(f"{value!r} is not a whole number written with the digits 0-9.", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class Instant(click.ParamType):

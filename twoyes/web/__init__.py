@@ -15,11 +15,13 @@ import tomllib
 from email.utils import formataddr
 from pathlib import Path
 
-from flask import Flask, g, render_template, request
+from flask import Flask, abort, g, render_template, request
 from flask.sessions import SessionInterface
 from flask_babel import gettext
 from flask_mail import Mail
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from twoyes import db as database
 from twoyes.catalogues import catalogue_problem
@@ -39,6 +41,14 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
+
+
+class RowId(IntegerConverter):
+    """A row id in a path, such as a round's: a number beyond SQLite's integers matches no
+    route, so it is a 404 like any unknown id (SQLite could not even look it up)."""
+
+    def __init__(self, url_map, *args, **kwargs) -> None:
+        super().__init__(url_map, *args, max=2**63 - 1, **kwargs)
 
 
 class NoSessions(SessionInterface):
@@ -111,11 +121,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["twoyes_form_stamp"] = FormStamp(
         settings.secret_key, settings.min_decision_seconds
     )
-    # Token routes are rate limited per client address: nobody tries tokens by the thousand.
+    # Token routes are rate limited: refusals per address, requests per link (rate_limits).
     app.extensions["twoyes_rate_limit"] = TokenRateLimit(
         settings.token_rate_limit, settings.ratelimit_storage_uri
     )
     app.session_interface = NoSessions()
+    app.url_map.converters["id"] = RowId
     mail.init_app(app)
     if settings.proxies:
         # Behind nginx or Caddy the client's address is in X-Forwarded-For.
@@ -125,9 +136,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     init_language(app, settings)
 
     app.teardown_appcontext(database.roll_back_unfinished)
+    app.before_request(refuse_unread_chunks)
     app.after_request(security_headers)
     app.register_error_handler(TwoyesError, show_error)
-    for status in (400, 404, 405, 413, 429, 500):
+    for status in (400, 404, 405, 411, 413, 429, 500):
         app.register_error_handler(status, show_http_error)
 
     from twoyes.web import coach, decisions, pages, welcome_back
@@ -136,6 +148,15 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.logger.addFilter(HideTokens())  # Flask logs the path of a request that failed
     return app
+
+
+def refuse_unread_chunks():
+    """411 for a chunked body the WSGI server did not take in for the app (it sets
+    wsgi.input_terminated when it did, as gunicorn and the development server do): werkzeug
+    would read it as empty, and a person's decision would be taken for a scanner's."""
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if chunked and not request.environ.get("wsgi.input_terminated"):
+        abort(411)
 
 
 def security_headers(response):
@@ -156,6 +177,7 @@ HTTP_ERRORS = {
     400: N_("Something in the form was not right. Please go back and try again."),
     404: N_("This page does not exist, or this link does not open any more."),
     405: N_("This page cannot be used that way."),
+    411: N_("What you sent arrived without its length, so nothing was recorded. Please try again."),
     413: N_("That was more than this form takes. Please send a shorter note."),
     429: N_("That was many requests in a short time. Please wait a minute and try again."),
     500: N_("Something went wrong on our side. Nothing you sent was lost; please try again later."),
@@ -171,6 +193,11 @@ def show_error(error: TwoyesError):
 
 
 def show_http_error(error):
+    """The error page in the reader's language, keeping what the error tells a client in its
+    headers: Retry-After on a 429, Allow on a 405."""
     status = getattr(error, "code", None) or getattr(error, "status", 500)
     message = gettext(HTTP_ERRORS.get(status, HTTP_ERRORS[500]))
-    return render_template("error.html", status=status, message=message), status
+    headers = []
+    if isinstance(error, HTTPException):
+        headers = [(name, value) for name, value in error.get_headers() if name != "Content-Type"]
+    return render_template("error.html", status=status, message=message), status, headers

@@ -16,7 +16,7 @@ from twoyes.reports import practice_report
 from twoyes.rules import REASONS
 from twoyes.times import utcnow
 from twoyes.tokens import get_coach_view
-from twoyes.web.context import form_stamp, get_db, limit_tokens
+from twoyes.web.context import get_db, issue_stamp, limit_tokens
 from twoyes.web.decisions import decide_from_form
 
 bp = Blueprint("coach", __name__)
@@ -42,7 +42,9 @@ def coach_page(token: str, *, status: int = 200, notice=(), form=None):
         status=status,
         notice=" ".join(gettext(sentence) for sentence in notice),
         stamps={
-            round_["round_id"]: form_stamp().issue(round_["coach_decision_id"])
+            round_["round_id"]: issue_stamp(
+                "coach.coach_decide", token=token, round_id=round_["round_id"]
+            )
             for round_ in view["open_rounds"]
         },
         reasons=REASONS["coach"],
@@ -59,7 +61,7 @@ def coach_view(token: str):
     return coach_page(token)
 
 
-@bp.post("/c/<token>/rounds/<int:round_id>")
+@bp.post("/c/<token>/rounds/<id:round_id>")
 @limit_tokens
 def coach_decide(token: str, round_id: int):
     db = get_db()

@@ -12,13 +12,14 @@ from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from twoyes.errors import N_, TwoyesError
-from twoyes.parties import describe_party
+from twoyes.parties import describe_party, get_welcome_back_member
 from twoyes.rounds import record_decision
 from twoyes.rules import CHOICES, REASONS
 from twoyes.times import utcnow
 from twoyes.tokens import get_decision, get_decision_id
-from twoyes.web.context import form_stamp, get_db, limit_tokens
+from twoyes.web.context import get_db, issue_stamp, limit_tokens, stamp_is_human
 from twoyes.web.forms import GARBLED, DecisionForm, body_is_utf8
+from twoyes.welcome_back import find_last_ask
 
 bp = Blueprint("decisions", __name__)
 
@@ -38,7 +39,7 @@ def decide_from_form(decision_id: int, round_status: str, now, *, via: str, show
     if not body_is_utf8(request.get_data(cache=True)):
         return show(status=400, notice=[GARBLED])
     form = DecisionForm.read(request.form)
-    if not form_stamp().is_human(request.form, decision_id):
+    if not stamp_is_human():
         return show(form=form, notice=[ASK_AGAIN])
     if form.problems:
         return show(status=400, form=form, notice=form.problems)
@@ -63,7 +64,7 @@ def decide_from_form(decision_id: int, round_status: str, now, *, via: str, show
 
 
 def decision_page(
-    token: str, *, status: int = 200, preselect=None, form=None, notice=(), message="", asked=False
+    token: str, *, status: int = 200, preselect=None, form=None, notice=(), message="", asked=None
 ):
     """The party's page, in their language.
 
@@ -90,7 +91,8 @@ def decision_page(
             gettext(item) if isinstance(item, str) else gettext(item[0], **item[1])
             for item in notice
         ),
-        stamp=form_stamp().issue(view["me"]["id"]),
+        stamp=issue_stamp("decisions.decide", token=token),
+        welcome_back_stamp=view["welcome_back"] and welcome_back_stamp(db, view, token),
         status=status,
         message=message,
         asked=asked,
@@ -98,10 +100,24 @@ def decision_page(
     return page, status
 
 
+def asked_from(args) -> str | None:
+    """After a welcome-back ask: "1" when it mailed the coach, "again" when it did not."""
+    asked = args.get("asked")
+    return asked if asked in ("1", "again") else None
+
+
+def welcome_back_stamp(db, view: dict, token: str) -> str:
+    """The stamp of a closed round's welcome-back form: bound to its own route and token,
+    and to the member's last ask, so that one page asks once."""
+    member = get_welcome_back_member(db, view["me"]["member_id"])
+    last = find_last_ask(db, member) or ""
+    return issue_stamp("welcome_back.ask_from_decision_page", last, token=token)
+
+
 @bp.get("/d/<token>")
 @limit_tokens
 def decision(token: str):
-    return decision_page(token, asked=request.args.get("asked") == "1")
+    return decision_page(token, asked=asked_from(request.args))
 
 
 @bp.get("/d/<token>/<any(continue, stop):choice>")

@@ -2,20 +2,24 @@
 
 Scanners (Safe Links, Barracuda, Google) open every link within seconds and
 some press buttons. A decision counts only when its POST carries a signed
-stamp of when the page was served, at least MIN_DECISION_SECONDS old, and
-an empty honeypot field; otherwise the page simply asks again.
+stamp of when the page was served, at least MIN_DECISION_SECONDS old and
+issued for this very form, and an empty honeypot field; otherwise the page
+simply asks again.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from itsdangerous import BadSignature, Signer
 from werkzeug.datastructures import MultiDict
 
 from twoyes.errors import N_
+from twoyes.rules import clean_free_text, read_whole_number
 
 HONEYPOT = "website"
 STAMP = "served"
@@ -38,36 +42,39 @@ def body_is_utf8(body: bytes) -> bool:
     return True
 
 
-def clean_text(value: str | None) -> str | None:
-    """A posted text with the browser's CR LF line breaks counted as one, trimmed; None if empty.
-
-    A textarea's maxlength counts a line break as one character, so the
-    server must too, or a note that fitted the box is refused.
-    """
-    text = (value or "").replace("\r\n", "\n").replace("\r", "\n").strip()
-    return text or None
-
-
 class FormStamp:
-    """A signed 'this page was served at' value (in milliseconds), bound to one decision."""
+    """A signed 'this page was served at' value, good only on the form it was served with.
+
+    The stamp shows the moment (in milliseconds) and an HMAC over the moment, the
+    form's action (its route with the token: `/d/<token>`, `/c/<token>/rounds/7`)
+    and `state`, so it shows no id and counts nowhere else. `state` binds it to
+    what its form changes: a form whose sending changes the state (a welcome-back
+    ask) can be sent once.
+    """
 
     def __init__(self, secret_key: str, min_seconds: float) -> None:
-        self.signer = Signer(secret_key, salt="twoyes-form-stamp")
+        self.key = hashlib.sha256(b"twoyes-form-stamp\0" + secret_key.encode()).digest()
         self.min_seconds = min_seconds
 
-    def issue(self, subject_id: int) -> str:
-        return self.signer.sign(f"{subject_id}:{time.time_ns() // 1_000_000}").decode("ascii")
+    def issue(self, action: str, state: str = "") -> str:
+        served_ms = str(time.time_ns() // 1_000_000)
+        return f"{served_ms}.{self.sign(served_ms, action, state)}"
 
-    def is_human(self, form: MultiDict, subject_id: int) -> bool:
-        """True for a POST a person could have sent: signed, old enough, honeypot empty."""
+    def sign(self, served_ms: str, action: str, state: str) -> str:
+        signed = f"{served_ms}\n{action}\n{state}".encode("utf-8", "surrogatepass")
+        digest = hmac.digest(self.key, signed, "sha256")
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+    def is_human(self, form: MultiDict, action: str, state: str = "") -> bool:
+        """True for a POST to `action` a person could have sent: stamped for it, old enough,
+        honeypot empty."""
         if form.get(HONEYPOT):
             return False
-        try:
-            value = self.signer.unsign(form.get(STAMP, "")).decode("ascii")
-        except BadSignature:
+        served_ms, _, signature = form.get(STAMP, "").partition(".")
+        if not (served_ms.isascii() and served_ms.isdigit()):
             return False
-        stamped_id, _, served_ms = value.partition(":")
-        if stamped_id != str(subject_id) or not served_ms.isdigit():
+        expected = self.sign(served_ms, action, state)
+        if not hmac.compare_digest(signature.encode("utf-8", "replace"), expected.encode()):
             return False
         age = (time.time_ns() // 1_000_000 - int(served_ms)) / 1000
         return self.min_seconds <= age <= STAMP_MAX_AGE
@@ -89,13 +96,12 @@ class DecisionForm:
         form = cls(
             choice=data.get("choice") or None,
             reason=data.get("reason") or None,
-            note=clean_text(data.get("note")),
+            note=clean_free_text(data.get("note")),
         )
         raw = (data.get("usefulness") or "").strip()
         if raw:
-            try:
-                form.usefulness = int(raw)
-            except ValueError:
+            form.usefulness = read_whole_number(raw)
+            if form.usefulness is None:
                 form.problems.append(N_("Usefulness is a whole number from 0 to 10."))
         if form.choice is None:
             form.problems.append(N_("Please press Continue or Stop."))

@@ -2,9 +2,10 @@
 
 From `/b/<token>`, the link in the outcome mail (good for a year), or from the closed round's
 own decision page, `POST /d/<token>/welcome-back` (while that page opens, 30 days). Asking
-mails the coach; it reopens nothing (R8), and may be used again later. Either way the same
-scanner rules hold as for a decision: only a POST, with a signed stamp old enough and an
-empty honeypot, asks.
+mails the coach, at most once a day (twoyes/welcome_back.py); it reopens nothing (R8), and may
+be used again later. Either way the same scanner rules hold as for a decision: only a POST,
+with a signed stamp old enough and an empty honeypot, asks; a page's stamp is bound to its
+route, its token and the link's last ask, so one page is sent once.
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ from __future__ import annotations
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from twoyes.db import transaction
-from twoyes.errors import N_
-from twoyes.events import log_event
-from twoyes.mails import queue_welcome_back_mail
+from twoyes import welcome_back as asking
+from twoyes.errors import N_, TwoyesError
 from twoyes.parties import describe_party, get_welcome_back_member
-from twoyes.rules import NOTE_MAX
+from twoyes.rules import NOTE_MAX, clean_free_text
 from twoyes.times import utcnow
 from twoyes.tokens import get_decision_id, get_member_id
-from twoyes.web.context import form_stamp, get_db, limit_tokens
-from twoyes.web.decisions import decision_page
-from twoyes.web.forms import GARBLED, body_is_utf8, clean_text
+from twoyes.web.context import get_db, issue_stamp, limit_tokens, stamp_is_human
+from twoyes.web.decisions import asked_from, decision_page
+from twoyes.web.forms import GARBLED, body_is_utf8
 
 bp = Blueprint("welcome_back", __name__)
 
@@ -31,7 +30,9 @@ NOT_YET = N_(
 )
 
 
-def welcome_back_page(token, member, *, status=200, notice=None, message="", asked=False):
+def welcome_back_page(token, member, *, status=200, notice=None, message="", asked=None):
+    """The page; `asked` is "1" after an ask that mailed the coach, "again" after one the
+    same day that did not."""
     g.lang = member["client_lang"]
     page = render_template(
         "welcome_back.html",
@@ -41,7 +42,11 @@ def welcome_back_page(token, member, *, status=200, notice=None, message="", ask
         message=message,
         notice=notice and gettext(notice[0], **notice[1]),
         status=status,
-        stamp=form_stamp().issue(member["member_id"]),
+        stamp=issue_stamp(
+            "welcome_back.ask_welcome_back",
+            asking.find_last_ask(get_db(), member) or "",
+            token=token,
+        ),
     )
     return page, status
 
@@ -51,7 +56,7 @@ def welcome_back_page(token, member, *, status=200, notice=None, message="", ask
 def welcome_back(token: str):
     db = get_db()
     member = get_welcome_back_member(db, get_member_id(db, token, utcnow()))
-    return welcome_back_page(token, member, asked=request.args.get("asked") == "1")
+    return welcome_back_page(token, member, asked=asked_from(request.args))
 
 
 @bp.post("/b/<token>")
@@ -60,10 +65,11 @@ def ask_welcome_back(token: str):
     db = get_db()
     now = utcnow()
     member = get_welcome_back_member(db, get_member_id(db, token, now))
-    refused = ask_coach(member, member["member_id"], now, via="welcome_back_link")
+    refused, sent = ask_coach(member, now, via="welcome_back_link")
     if refused:
         return welcome_back_page(token, member, **refused)
-    return redirect(url_for("welcome_back.welcome_back", token=token, asked=1), 303)
+    asked = "1" if sent else "again"
+    return redirect(url_for("welcome_back.welcome_back", token=token, asked=asked), 303)
 
 
 @bp.post("/d/<token>/welcome-back")
@@ -79,43 +85,46 @@ def ask_from_decision_page(token: str):
     if not view["welcome_back"]:
         return decision_page(token, status=409, notice=[NOT_YET])
     member = get_welcome_back_member(db, view["me"]["member_id"])
-    # The page's stamp is bound to the decision, like the decision form's.
-    refused = ask_coach(member, decision_id, now, via="decision_page")
+    refused, sent = ask_coach(member, now, via="decision_page")
     if refused:
         return decision_page(
             token, status=refused["status"], notice=[refused["notice"]], message=refused["message"]
         )
-    return redirect(url_for("decisions.decision", token=token, asked=1), 303)
+    asked = "1" if sent else "again"
+    return redirect(url_for("decisions.decision", token=token, asked=asked), 303)
 
 
-def ask_coach(member: dict, stamped_for: int, now, *, via: str) -> dict | None:
+def ask_coach(member: dict, now, *, via: str) -> tuple[dict | None, bool]:
     """Mail the coach that `member` would like a new session, with the posted message.
 
-    Returns None once asked; else how to show the form again (`status`, `notice` as a
-    msgid and its values, the `message` as typed), having changed nothing.
+    Returns (None, whether the coach was mailed: not twice within a day), or how to show
+    the form again (`status`, `notice` as a msgid and its values, the `message` as typed)
+    and False, having changed nothing.
     """
     if not body_is_utf8(request.get_data(cache=True)):
-        return {"status": 400, "notice": (GARBLED, {}), "message": ""}
-    message = clean_text(request.form.get("message")) or ""
+        return {"status": 400, "notice": (GARBLED, {}), "message": ""}, False
+    message = clean_free_text(request.form.get("message")) or ""
     if len(message) > NOTE_MAX:
         notice = (
             N_("A message can be at most %(most)s characters; this one has %(length)s."),
             {"most": f"{NOTE_MAX:,}", "length": f"{len(message):,}"},
         )
-        return {"status": 400, "notice": notice, "message": message}
-    if not form_stamp().is_human(request.form, stamped_for):
+        return {"status": 400, "notice": notice, "message": message}, False
+    db = get_db()
+    if not stamp_is_human(asking.find_last_ask(db, member) or ""):
         notice = (N_("Please press the button once more to send your request."), {})
-        return {"status": 200, "notice": notice, "message": message}
-    with transaction(get_db()) as db:
-        queue_welcome_back_mail(db, member, message, now)
-        log_event(
+        return {"status": 200, "notice": notice, "message": message}, False
+    try:
+        sent = asking.ask_welcome_back(
             db,
-            "welcome_back_asked",
+            member,
+            message,
             now,
-            engagement_id=member["engagement_id"],
-            member_id=member["member_id"],
             via=via,
             ip=request.remote_addr,
             user_agent=request.user_agent.string[:300],
         )
-    return None
+    except TwoyesError as error:
+        shown = message.replace("\x00", "")
+        return {"status": 400, "notice": (error.parts[0], {}), "message": shown}, False
+    return None, sent
