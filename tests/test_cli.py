@@ -950,8 +950,8 @@ def test_close_undecided_dry_run_changes_nothing(run, db, overdue):
     dry = ok(run, "close-undecided", "--now", overdue["now"], "--dry-run")
     assert dump(db) == before
     assert dry.stdout.splitlines() == [
-        f"Would close round {overdue['round_id']}: engagement {overdue['overdue']} ends "
-        "(undecided)",
+        f"Would close round {overdue['round_id']}: engagement {overdue['overdue']} ends: "
+        "no answer by the deadline",
         f"Would close engagement {overdue['idle']}: idle",
     ]
     dry_json = as_json(ok(run, "close-undecided", "--now", overdue["now"], "--dry-run", "--json"))

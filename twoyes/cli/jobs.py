@@ -16,6 +16,7 @@ from twoyes.cli.options import (
 )
 from twoyes.jobs import close_undecided as close_undecided_job
 from twoyes.jobs import do_due_work
+from twoyes.labels import ENDING_LABELS
 from twoyes.mail.delivery import deliver_due_mail
 
 
@@ -38,7 +39,9 @@ def close_undecided(now, dry_run, as_json):
     for item in ended:
         if "round_id" in item:
             result = (
-                "continues" if item["outcome"] == "continue" else f"ends ({item['end_reason']})"
+                "continues"
+                if item["outcome"] == "continue"
+                else f"ends: {ENDING_LABELS[item['end_reason']].lower()}"
             )
             lines.append(
                 f"{verb} round {item['round_id']}: engagement {item['engagement_id']} {result}"
