@@ -1,4 +1,4 @@
--- twoyes schema, version 3.
+-- twoyes schema, version 5.
 --
 -- The one source of the schema: `python cli.py init` runs this file on every
 -- call (each statement is IF NOT EXISTS, so it is safe to repeat) and then
@@ -135,9 +135,11 @@ CREATE TABLE IF NOT EXISTS tokens (
 
 -- Mail written by the system, waiting for delivery. `context` holds what the
 -- templates need, links included, until delivery; then the links are wiped.
+-- (db.UPGRADES[5] repeats this shape: change both together.)
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('decision', 'reminder', 'outcome', 'welcome_back')),
+    kind TEXT NOT NULL
+        CHECK (kind IN ('decision', 'reminder', 'outcome', 'welcome_back', 'sign_in')),
     engagement_id INTEGER REFERENCES engagements (id),
     to_name TEXT NOT NULL,
     to_email TEXT NOT NULL,

@@ -17,6 +17,7 @@ import sqlite_utils
 from twoyes.db import transaction
 from twoyes.errors import NotFound
 from twoyes.events import log_event
+from twoyes.mails import queue_sign_in_mail
 from twoyes.parties import parties_of_rounds
 from twoyes.people import get_person_by_email
 from twoyes.times import later, to_db
@@ -38,6 +39,25 @@ def make_coach_link(db: sqlite_utils.Database, coach_email: str, now: datetime) 
         "coach": {"name": coach["name"], "email": coach["email"]},
         "expires_at": later(now, seconds=COACH_VIEW_HOURS * 3600),
     }
+
+
+def mail_coach_link(db: sqlite_utils.Database, address: str, now: datetime) -> bool:
+    """Mail a fresh overview link (COACH_VIEW_HOURS) to the coach with this address; for any
+    other address do nothing. True when a mail was queued.
+
+    The page that asks answers the same either way, so nobody learns who is a coach; both
+    ways look the address up inside one write transaction, so they take about as long.
+    """
+    with transaction(db):
+        try:
+            coach = get_person_by_email(db, "coach", address)
+        except NotFound:
+            return False
+        token = new_coach_view_token(db, coach["id"], now)
+        expires_at = later(now, seconds=COACH_VIEW_HOURS * 3600)
+        queue_sign_in_mail(db, coach, token, expires_at, now)
+        log_event(db, "coach_link_mailed", now, coach_id=coach["id"])
+    return True
 
 
 def get_coach(db: sqlite_utils.Database, coach_id: int) -> dict:

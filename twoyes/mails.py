@@ -208,3 +208,22 @@ def queue_welcome_back_mail(
 def _reply_to(party: dict) -> tuple[str, str]:
     """A reply to any mail about an engagement reaches its coach, never the practice's robot."""
     return (party["coach_name"], party["coach_email"])
+
+
+def queue_sign_in_mail(
+    db: sqlite_utils.Database, coach: dict, token: str, expires_at: str, now: datetime
+) -> int:
+    """A coach asked at /c for their overview: the link goes to their own address only."""
+    return queue_mail(
+        db,
+        "sign_in",
+        now,
+        to=(coach["name"], coach["email"]),
+        lang=coach["lang"],
+        context={
+            "role": "coach",
+            "name": coach["name"],
+            "expires_at": expires_at,
+            "coach_view_token": token,
+        },
+    )

@@ -25,6 +25,7 @@ SUBJECTS = {
     "outcome_continue": N_("We continue"),
     "outcome_stop": N_("Thank you, and welcome back any time"),
     "welcome_back": N_("%(client_name)s would like a new session"),
+    "sign_in": N_("Your link to your overview"),
 }
 
 END_SENTENCES = {
