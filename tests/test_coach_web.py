@@ -10,6 +10,7 @@ later `now`, as cron would.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import statistics
@@ -18,11 +19,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import POLICY, T0, deliver, dump, html_of, text_of
+from test_cli import ok as cli_ok
+from test_cli import refused as cli_refused
 from test_language import english_sentences, extracted  # noqa: F401 (a fixture)
-from test_web import Html, submission
+from test_web import AMSTERDAM, Html, submission
 
 from twoyes.people import add_person
 from twoyes.sessions import record_session_done
+from twoyes.times import to_db
 
 COACH_LINK = re.compile(r"http://twoyes\.test(/c/[A-Za-z0-9_-]{43}(?:/[a-z0-9/-]+)?)")
 SENT = "If this address belongs to a coach of this practice, a link to the overview is on its way."
@@ -51,6 +55,10 @@ def send(client, form: dict, **fields):
 
 def text(response) -> str:
     return Html(response.text).text
+
+
+def last_event(db) -> dict:
+    return dict(db.conn.execute("SELECT * FROM events ORDER BY id DESC LIMIT 1").fetchone())
 
 
 def mailed_links(message) -> list[str]:
@@ -244,3 +252,110 @@ def test_init_upgrades_an_outbox_that_knows_no_sign_in_mail(run, app, db, client
     assert db.conn.execute(index).fetchone()[0] == 1
     assert ask_for_link(client, "bob@example.org").status_code == 303
     assert db.conn.execute("SELECT count(*) FROM outbox WHERE kind = 'sign_in'").fetchone()[0] == 1
+
+
+# --- session move and cancel on the command line ----------------------------------------------
+
+
+def local_text(moment: datetime) -> str:
+    return moment.astimezone(AMSTERDAM).strftime("%Y-%m-%d %H:%M")
+
+
+def planned(run, engagement_id, at: datetime, minutes=60) -> int:
+    result = cli_ok(
+        run, "session", "add", engagement_id, "--at", local_text(at), "--minutes", minutes, "--json"
+    )
+    return json.loads(result.stdout)["session_id"]
+
+
+def test_session_move_on_the_command_line(run, db, engagement):
+    session_id = planned(run, engagement, T0 + timedelta(days=7))
+    to = (T0 + timedelta(days=9)).astimezone(AMSTERDAM).replace(hour=14, minute=30)
+    result = cli_ok(run, "session", "move", session_id, "--at", local_text(to), "--minutes", 90)
+    assert result.stdout == (
+        f"Moved session {session_id} of engagement {engagement} to {local_text(to)} (90 minutes).\n"
+    )
+    row = db.conn.execute("SELECT * FROM sessions WHERE id = ?", [session_id]).fetchone()
+    assert (row["status"], row["starts_at"], row["minutes"]) == ("planned", to_db(to), 90)
+    assert row["ends_at"] == to_db(to + timedelta(minutes=90))
+    event = last_event(db)
+    assert (event["kind"], event["engagement_id"]) == ("session_moved", engagement)
+    assert json.loads(event["detail"])["starts_at"] == to_db(to)
+
+    again = cli_ok(run, "session", "move", session_id, "--at", local_text(to + timedelta(days=1)))
+    assert "(90 minutes)" in again.stdout  # the length stays unless given
+
+
+def test_session_move_json(run, db, engagement):
+    session_id = planned(run, engagement, T0 + timedelta(days=7))
+    to = T0 + timedelta(days=8)
+    data = json.loads(
+        cli_ok(run, "session", "move", session_id, "--at", local_text(to), "--json").stdout
+    )
+    assert data == {
+        "id": session_id,
+        "engagement_id": engagement,
+        "starts_at": to_db(to),
+        "minutes": 60,
+    }
+
+
+def test_session_cancel_on_the_command_line(run, db, engagement):
+    at = T0 + timedelta(days=7)
+    session_id = planned(run, engagement, at)
+    result = cli_ok(run, "session", "cancel", session_id)
+    assert result.stdout.startswith(f"Cancelled session {session_id} of engagement {engagement}")
+    assert "session add" in result.stdout
+    assert db.conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+    event = last_event(db)
+    assert (event["kind"], json.loads(event["detail"])["was"]) == ("session_cancelled", to_db(at))
+    planned(run, engagement, at)  # R7: with none planned, another may be
+
+
+@pytest.mark.parametrize(
+    ("verb", "extra", "words"),
+    [
+        ("move", ["--at", "LATER"], "not planned any more"),
+        ("cancel", [], "not planned any more"),
+    ],
+)
+def test_a_held_session_neither_moves_nor_is_cancelled(run, db, engagement, verb, extra, words):
+    data = json.loads(cli_ok(run, "session", "done", engagement, "--json").stdout)
+    extra = [local_text(T0 + timedelta(days=9)) if arg == "LATER" else arg for arg in extra]
+    line = cli_refused(run, db, "session", verb, data["session_id"], *extra)
+    assert words in line
+
+
+def test_a_session_is_not_moved_into_the_past(run, db, engagement):
+    session_id = planned(run, engagement, T0 + timedelta(days=7))
+    past = local_text(T0 - timedelta(hours=2))
+    line = cli_refused(run, db, "session", "move", session_id, "--at", past)
+    assert line == "Error: That moment has passed; please choose a time still to come."
+
+
+@pytest.mark.parametrize("verb", ["move", "cancel"])
+def test_an_unknown_session(run, db, engagement, verb):
+    extra = ["--at", local_text(T0 + timedelta(days=3))] if verb == "move" else []
+    line = cli_refused(run, db, "session", verb, "404", *extra)
+    assert "There is no session 404" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--at", "tomorrow"],
+        ["--at", "2027-02-30 10:00"],
+        ["--at", "2027-01-05 10:00", "--minutes", "0"],
+        ["--at", "2027-01-05 10:00", "--minutes", "1441"],
+    ],
+)
+def test_session_move_with_a_malformed_command_line(run, db, engagement, args):
+    session_id = planned(run, engagement, T0 + timedelta(days=7))
+    cli_refused(run, db, "session", "move", session_id, *args, code=2)
+
+
+def test_the_session_commands_are_listed(run):
+    listed = cli_ok(run, "session", "--help").stdout
+    for command in ("add", "done", "move", "cancel"):
+        assert f"  {command} " in listed
