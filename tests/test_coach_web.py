@@ -18,14 +18,17 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import POLICY, T0, deliver, dump, html_of, text_of
+from conftest import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
 from test_cli import ok as cli_ok
 from test_cli import refused as cli_refused
 from test_language import english_sentences, extracted  # noqa: F401 (a fixture)
 from test_web import AMSTERDAM, Html, submission
 
+from twoyes.coach_view import make_coach_link
+from twoyes.engagements import start_engagement
 from twoyes.people import add_person
-from twoyes.sessions import record_session_done
+from twoyes.rounds import record_decision
+from twoyes.sessions import plan_session, record_session_done
 from twoyes.times import to_db
 
 COACH_LINK = re.compile(r"http://twoyes\.test(/c/[A-Za-z0-9_-]{43}(?:/[a-z0-9/-]+)?)")
@@ -47,7 +50,7 @@ def form_for(response, action_end: str) -> dict:
     return form
 
 
-def send(client, form: dict, **fields):
+def send(client, form: dict, /, **fields):
     """Press the form's button with what the page filled in, changed by `fields`."""
     data = submission(form) | {key: str(value) for key, value in fields.items()}
     return client.post(form["action"], data=data)
@@ -359,3 +362,521 @@ def test_the_session_commands_are_listed(run):
     listed = cli_ok(run, "session", "--help").stdout
     for command in ("add", "done", "move", "cancel"):
         assert f"  {command} " in listed
+
+
+# --- the overview is where a coach works ------------------------------------------------------
+
+ASK_AGAIN = "Please press the button once more; nothing was changed yet."
+
+
+def overview_of(db, email: str) -> str:
+    """A coach's overview path, made as `coach link` makes it."""
+    return "/c/" + make_coach_link(db, email, datetime.now(UTC))["token"]
+
+
+def future(days: int = 7, at: str = "10:00") -> dict[str, str]:
+    """A date and time `days` from now, as the native inputs send them."""
+    day = (datetime.now(UTC) + timedelta(days=days)).astimezone(AMSTERDAM).date()
+    return {"date": day.isoformat(), "time": at}
+
+
+def opened(client, path: str):
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    return page
+
+
+def press(client, path: str, action_end: str, /, **fields):
+    """Open the page at `path` and send its form whose action ends with `action_end`."""
+    return send(client, form_for(opened(client, path), action_end), **fields)
+
+
+def refused(client, db, path, action_end, status, sentence, /, **fields):
+    """A change that must be refused: its status, its sentence, and nothing changed."""
+    before = dump(db)
+    answer = press(client, path, action_end, **fields)
+    assert answer.status_code == status, text(answer)
+    assert sentence in text(answer)
+    assert dump(db) == before
+    return answer
+
+
+def row(db, sql: str, *args):
+    found = db.conn.execute(sql, args).fetchone()
+    return tuple(found) if found else None
+
+
+@pytest.fixture
+def scene(db, people):
+    """Bob's practice as his pages see it, and Eve (Dutch), another coach:
+
+    - `planned`: Bob with Anna, a session planned a week from now;
+    - `ended`: Bob with Carl, ended when Bob stopped after a session;
+    - `group`: Bob with Anna and Carl, nothing planned yet;
+    - `eve`: Eve with Dana.
+    """
+    now = datetime.now(UTC)
+    add_person(db, "coach", "Eve Visser", "eve@example.org", "nl", T0)
+    add_person(db, "client", "Dana Dekker", "dana@example.org", "nl", T0)
+    planned_id = start_engagement(db, people["coach"], [people["anna"]], T0, title="Career")
+    session_id = plan_session(db, planned_id, now + timedelta(days=7), 60, now)
+    ended_id = start_engagement(db, people["coach"], [people["carl"]], T0, title="Ended one")
+    _, round_id = record_session_done(db, ended_id, now - timedelta(hours=1), POLICY)
+    coach_decision = row(
+        db, "SELECT id FROM decisions WHERE round_id = ? AND role = 'coach'", round_id
+    )
+    record_decision(db, coach_decision[0], now, choice="stop", reason="cannot_help")
+    group_id = start_engagement(
+        db, people["coach"], [people["anna"], people["carl"]], T0, title="Team"
+    )
+    eve_id = start_engagement(db, "eve@example.org", ["dana@example.org"], T0, title="Eves")
+    member_id = row(db, "SELECT id FROM members WHERE engagement_id = ? ORDER BY id", group_id)[0]
+    bob = overview_of(db, people["coach"])
+    return {
+        "bob": bob,
+        "eve": overview_of(db, "eve@example.org"),
+        "planned": planned_id,
+        "session": session_id,
+        "ended": ended_id,
+        "group": group_id,
+        "member": member_id,
+        "eves": eve_id,
+    }
+
+
+def test_a_coach_starts_an_engagement_with_a_new_client(client, db, scene):
+    started = press(
+        client,
+        f"{scene['bob']}/start",
+        "/start",
+        **{"new-1-name": "Fleur Fransen", "new-1-email": "fleur@example.org", "new-1-lang": "nl"},
+        title="Clarity",
+    )
+    assert started.status_code == 303
+    engagement_id = row(db, "SELECT max(id) FROM engagements")[0]
+    assert started.headers["Location"] == f"{scene['bob']}/engagements/{engagement_id}"
+    assert row(db, "SELECT name, lang FROM clients WHERE email = 'fleur@example.org'") == (
+        "Fleur Fransen",
+        "nl",
+    )
+    assert row(db, "SELECT kind, title, status FROM engagements WHERE id = ?", engagement_id) == (
+        "individual",
+        "Clarity",
+        "active",
+    )
+    page = opened(client, started.headers["Location"])
+    assert "Fleur Fransen" in text(page) and "Nothing planned yet" in text(page)
+
+
+def test_a_group_of_known_and_new_clients_with_rows_added_as_needed(client, db, scene):
+    start = opened(client, f"{scene['bob']}/start")
+    form = form_for(start, "/start")
+    known = {box["value"]: box for box in form["inputs"] if box.get("name") == "client"}
+    assert len(known) == 2  # Anna and Carl, whom Bob worked with; never Eve's Dana
+    assert "dana@example.org" not in start.text
+
+    before = dump(db)
+    more = send(
+        client, form, **{"new-1-name": "Gus Groen", "new-1-email": "gus@example.org"}, more=1
+    )
+    assert more.status_code == 200 and dump(db) == before  # one more row, nothing started
+    form = form_for(more, "/start")
+    assert 'value="Gus Groen"' in more.text
+    anna = row(db, "SELECT id FROM clients WHERE email = 'anna@example.org'")[0]
+    started = send(
+        client,
+        form,
+        client=anna,
+        **{"new-2-name": "Hans Hout", "new-2-email": "hans@example.org"},
+        min_members=2,
+        title="Leadership",
+    )
+    assert started.status_code == 303, text(started)
+    engagement_id = row(db, "SELECT max(id) FROM engagements")[0]
+    assert row(db, "SELECT kind, min_members FROM engagements WHERE id = ?", engagement_id) == (
+        "group",
+        2,
+    )
+    members = db.conn.execute(
+        "SELECT clients.email FROM members JOIN clients ON clients.id = members.client_id"
+        " WHERE engagement_id = ? ORDER BY members.id",
+        [engagement_id],
+    ).fetchall()
+    assert [m[0] for m in members] == ["anna@example.org", "gus@example.org", "hans@example.org"]
+
+
+def test_a_new_client_the_practice_knows_already_is_that_client(client, db, scene):
+    started = press(
+        client,
+        f"{scene['bob']}/start",
+        "/start",
+        **{"new-1-name": "Someone Else", "new-1-email": "DANA@example.org"},
+    )
+    assert started.status_code == 303
+    assert row(db, "SELECT count(*) FROM clients WHERE email = 'dana@example.org'") == (1,)
+    assert "Dana Dekker" in text(opened(client, started.headers["Location"]))
+
+
+NEW = {"new-1-name": "Ida Ink", "new-1-email": "ida@example.org"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "sentence"),
+    [
+        ({}, "Please choose a client, or fill in a new one."),
+        ({"new-1-name": "Ida Ink"}, "Please fill in the e-mail address of Ida Ink."),
+        ({"new-1-email": "ida@example.org"}, "Please fill in the name of ida@example.org."),
+        (NEW | {"new-1-email": "ida-at-example"}, "“ida-at-example” is not an e-mail address"),
+        (NEW | {"new-1-name": "Ida =?utf-8?q?x?="}, "A name cannot contain '=?'."),
+        (NEW | {"min_members": "2"}, "between 1 and the number of clients (1)"),
+        (NEW | {"min_members": "0"}, "between 1 and the number of clients (1)"),
+        (NEW | {"min_members": "two"}, "between 1 and the number of clients (1)"),
+        (NEW | {"title": "x" * 201}, "A title can be at most 200 characters long."),
+        (NEW | {"client": "x"}, "The form arrived garbled"),
+    ],
+)
+def test_a_bad_start_form_is_a_400_that_keeps_what_was_typed(client, db, scene, fields, sentence):
+    answer = refused(client, db, f"{scene['bob']}/start", "/start", 400, sentence, **fields)
+    for value in fields.values():
+        if value and len(value) < 100 and value != "x":
+            assert value in Html(answer.text).text or f'value="{value}"' in answer.text
+
+
+def test_another_coachs_client_cannot_be_chosen(client, db, scene):
+    dana = row(db, "SELECT id FROM clients WHERE email = 'dana@example.org'")[0]
+    before = dump(db)
+    answer = press(client, f"{scene['bob']}/start", "/start", client=dana)
+    assert answer.status_code == 404
+    assert dump(db) == before
+
+
+def test_recording_a_session_held_opens_its_round_and_mails_everyone(client, db, scene):
+    page = opened(client, f"{scene['bob']}/engagements/{scene['group']}")
+    held = send(client, form_for(page, "/held"), minutes=90)
+    assert held.status_code == 303
+    round_id = row(
+        db, "SELECT id FROM rounds WHERE engagement_id = ? AND status = 'open'", scene["group"]
+    )[0]
+    assert held.headers["Location"] == f"{scene['bob']}#round-{round_id}"
+    assert row(
+        db, "SELECT minutes, status FROM sessions WHERE engagement_id = ?", scene["group"]
+    ) == (90, "held")
+    mailed = {r[0] for r in db.conn.execute("SELECT to_email FROM outbox WHERE kind = 'decision'")}
+    assert {"bob@example.org", "anna@example.org", "carl@example.org"} <= mailed
+    overview = opened(client, f"{scene['bob']}")
+    assert form_for(overview, f"/rounds/{round_id}")  # the coach decides right there
+
+    # The same form sent again (a second tab, a double press) is refused: R7.
+    before = dump(db)
+    again = send(client, form_for(page, "/held"))
+    assert again.status_code == 409
+    assert "A round is waiting for decisions" in text(again)
+    assert dump(db) == before
+
+
+def test_recording_holds_the_planned_session(client, db, scene):
+    held = press(client, f"{scene['bob']}/engagements/{scene['planned']}", "/held")
+    assert held.status_code == 303
+    assert row(db, "SELECT status FROM sessions WHERE id = ?", scene["session"]) == ("held",)
+
+
+def test_a_bad_length_of_a_session_held(client, db, scene):
+    path = f"{scene['bob']}/engagements/{scene['group']}"
+    for minutes in ("0", "1441", "an hour"):
+        answer = refused(
+            client,
+            db,
+            path,
+            "/held",
+            400,
+            "A session lasts from 1 to 1440 minutes.",
+            minutes=minutes,
+        )
+        assert f'value="{minutes}"' in answer.text
+
+
+def test_planning_from_the_engagement_page(client, db, scene):
+    page = opened(client, f"{scene['bob']}/engagements/{scene['group']}")
+    plan_page = next(a for a in re.findall(r'href="([^"]+)"', page.text) if a.endswith("/plan"))
+    when = future(10, "14:30")
+    planned_ = press(client, plan_page, "/plan", **when, minutes=45)
+    assert planned_.status_code == 303
+    starts = datetime.fromisoformat(f"{when['date']}T14:30").replace(tzinfo=AMSTERDAM)
+    assert row(
+        db,
+        "SELECT starts_at, minutes, status FROM sessions WHERE engagement_id = ?",
+        scene["group"],
+    ) == (
+        to_db(starts),
+        45,
+        "planned",
+    )
+    assert "Move it" in text(opened(client, planned_.headers["Location"]))
+
+
+@pytest.mark.parametrize(
+    ("fields", "sentence"),
+    [
+        ({"date": "", "time": "10:00"}, "Please fill in the date of the session."),
+        ({"time": ""}, "Please fill in the time the session starts."),
+        ({"date": "9-12-2026"}, "Please give the date as YYYY-MM-DD and the time as HH:MM"),
+        ({"time": "25:00"}, "Please give the date as YYYY-MM-DD and the time as HH:MM"),
+        ({"minutes": "0"}, "A session lasts from 1 to 1440 minutes."),
+        ({"days": -1}, "That moment has passed; please choose a time still to come."),
+    ],
+)
+def test_a_bad_plan_is_a_400_that_keeps_it(client, db, scene, fields, sentence):
+    when = future(fields.pop("days", 7))
+    path = f"{scene['bob']}/engagements/{scene['group']}/plan"
+    answer = refused(client, db, path, "/plan", 400, sentence, **(when | fields))
+    kept = when | fields
+    assert f'value="{kept["date"]}"' in answer.text and f'value="{kept["time"]}"' in answer.text
+
+
+def test_a_second_plan_is_refused(client, db, scene):
+    path = f"{scene['bob']}/engagements/{scene['group']}/plan"
+    page = opened(client, path)
+    assert press(client, path, "/plan", **future(3)).status_code == 303
+    before = dump(db)
+    again = send(client, form_for(page, "/plan"), **future(4))
+    assert again.status_code == 409
+    assert "A session is planned already; move it, or cancel it first." in text(again)
+    assert dump(db) == before
+
+
+def test_moving_the_planned_session(client, db, scene):
+    path = f"{scene['bob']}/engagements/{scene['planned']}/move"
+    page = opened(client, path)
+    form = form_for(page, f"/sessions/{scene['session']}/move")
+    shown = submission(form)
+    was = row(db, "SELECT starts_at FROM sessions WHERE id = ?", scene["session"])[0]
+    was_local = datetime.fromisoformat(was).astimezone(AMSTERDAM)
+    assert (shown["date"], shown["time"], shown["minutes"]) == (
+        was_local.date().isoformat(),
+        was_local.strftime("%H:%M"),
+        "60",
+    )
+    when = future(9, "09:15")
+    moved = send(client, form, **when)
+    assert moved.status_code == 303
+    starts = datetime.fromisoformat(f"{when['date']}T09:15").replace(tzinfo=AMSTERDAM)
+    assert row(db, "SELECT starts_at, minutes FROM sessions WHERE id = ?", scene["session"]) == (
+        to_db(starts),
+        60,
+    )
+    assert last_event(db)["kind"] == "session_moved"
+
+    refused(client, db, path, "/move", 400, "That moment has passed", **future(-2))
+
+
+def test_cancelling_the_planned_session(client, db, scene):
+    path = f"{scene['bob']}/engagements/{scene['planned']}"
+    page = opened(client, path)
+    cancelled = send(client, form_for(page, "/cancel"))
+    assert cancelled.status_code == 303
+    assert row(db, "SELECT count(*) FROM sessions WHERE id = ?", scene["session"]) == (0,)
+    assert last_event(db)["kind"] == "session_cancelled"
+    before = dump(db)
+    again = send(client, form_for(page, "/cancel"))  # a second tab: that session is gone
+    assert again.status_code == 404
+    assert dump(db) == before
+
+
+def test_reopening_an_ended_engagement_with_or_without_a_plan(client, db, scene):
+    path = f"{scene['bob']}/engagements/{scene['ended']}/reopen"
+    page = opened(client, path)
+    assert "ended on" in text(page)
+    refused(client, db, path, "/reopen", 400, "That moment has passed", **future(-1))
+    refused(client, db, path, "/reopen", 400, "Please fill in the time", **future(2) | {"time": ""})
+
+    reopened = send(client, form_for(page, "/reopen"))
+    assert reopened.status_code == 303
+    assert row(db, "SELECT status FROM engagements WHERE id = ?", scene["ended"]) == ("active",)
+    assert row(
+        db,
+        "SELECT count(*) FROM sessions WHERE engagement_id = ? AND status = 'planned'",
+        scene["ended"],
+    ) == (0,)
+    before = dump(db)
+    again = send(client, form_for(page, "/reopen"))
+    assert again.status_code == 409
+    assert "This engagement is active already" in text(again)
+    assert dump(db) == before
+    # Now the same link offers to plan.
+    assert form_for(opened(client, path), "/plan")
+
+
+def test_reopening_and_planning_at_once(client, db, scene):
+    path = f"{scene['bob']}/engagements/{scene['ended']}/reopen"
+    reopened = press(client, path, "/reopen", **future(5), minutes=30)
+    assert reopened.status_code == 303
+    assert row(
+        db,
+        "SELECT minutes FROM sessions WHERE engagement_id = ? AND status = 'planned'",
+        scene["ended"],
+    ) == (30,)
+
+
+def test_members_join_and_leave_a_group_from_the_page(client, db, scene):
+    path = f"{scene['bob']}/engagements/{scene['group']}"
+    added = press(
+        client, path, "/members", **{"new-name": "Jan Jansen", "new-email": "jan@example.org"}
+    )
+    assert added.status_code == 303
+    page = opened(client, path)
+    assert "Jan Jansen" in text(page)
+    refused(
+        client,
+        db,
+        path,
+        "/members",
+        400,
+        "“jan@” is not an e-mail address",
+        **{"new-name": "X", "new-email": "jan@"},
+    )
+    refused(client, db, path, "/members", 400, "Please choose a client, or fill in a new one.")
+    refused(
+        client,
+        db,
+        path,
+        "/members",
+        409,
+        "This client is a member of the group already.",
+        **{"new-name": "Jan", "new-email": "jan@example.org"},
+    )
+
+    stale = form_for(page, f"/members/{scene['member']}/remove")
+    removed = send(client, stale)
+    assert removed.status_code == 303
+    assert row(db, "SELECT status FROM members WHERE id = ?", scene["member"]) == ("left",)
+    before = dump(db)
+    again = send(client, stale)
+    assert again.status_code == 409 and "has left the group already" in text(again)
+    assert dump(db) == before
+    # Whoever left can be added back: they are one of Bob's clients.
+    anna = row(db, "SELECT client_id FROM members WHERE id = ?", scene["member"])[0]
+    assert press(client, path, "/members", client=anna).status_code == 303
+    assert row(db, "SELECT status FROM members WHERE id = ?", scene["member"]) == ("active",)
+
+
+def test_who_asked_to_come_back_and_when(app, client, db, scene, smtp):
+    deliver(app, db, later_now())
+    (outcome,) = [m for m in smtp.to("carl@example.org") if "welcome back" in m["Subject"]]
+    (link,) = links_in(outcome)
+    token = token_of(link)
+    page = opened(client, f"/b/{token}")
+    assert send(client, form_for(page, f"/b/{token}"), message="Can we talk?").status_code == 303
+    overview = text(opened(client, scene["bob"]))
+    day = datetime.now(UTC).astimezone(AMSTERDAM)
+    assert f"Carl Client asked for a new session on {day.day} {day:%B} {day.year}." in overview
+    assert "Reopen and plan a session" in overview
+    assert "Carl Client asked for a new session" in text(
+        opened(client, f"{scene['bob']}/engagements/{scene['ended']}")
+    )
+    assert "Carl Client asked" not in text(opened(client, scene["eve"]))
+
+
+# Every new form of the coach's pages: the page it is on, and what a person fills in.
+ACTIONS = {
+    "start": ("/start", "/start", NEW),
+    "held": ("/engagements/{group}", "/held", {}),
+    "plan": ("/engagements/{group}/plan", "/plan", "FUTURE"),
+    "move": ("/engagements/{planned}/move", "/sessions/{session}/move", "FUTURE"),
+    "cancel": ("/engagements/{planned}", "/sessions/{session}/cancel", {}),
+    "reopen": ("/engagements/{ended}/reopen", "/reopen", {}),
+    "add member": (
+        "/engagements/{group}",
+        "/members",
+        {"new-name": "K", "new-email": "k@example.org"},
+    ),
+    "remove member": ("/engagements/{group}", "/members/{member}/remove", {}),
+}
+
+
+def action(scene, name):
+    page, action_end, fields = ACTIONS[name]
+    fields = future(6) if fields == "FUTURE" else fields
+    return scene["bob"] + page.format(**scene), action_end.format(**scene), fields
+
+
+@pytest.mark.parametrize("name", ACTIONS)
+def test_every_form_needs_a_persons_post(client, db, scene, name):
+    path, action_end, fields = action(scene, name)
+    form = form_for(opened(client, path), action_end)
+    before = dump(db)
+    data = submission(form) | fields
+    for sent in ({k: v for k, v in data.items() if k != "served"}, data | {"website": "http://x"}):
+        answer = client.post(form["action"], data=sent)
+        assert answer.status_code == 200
+        assert ASK_AGAIN in text(answer)
+    assert dump(db) == before
+    assert send(client, form, **fields).status_code == 303  # the same, by a person
+
+
+@pytest.mark.parametrize("name", ACTIONS)
+def test_another_coachs_link_changes_nothing_of_bobs(client, db, scene, name):
+    path, action_end, fields = action(scene, name)
+    form = form_for(opened(client, path), action_end)
+    before = dump(db)
+    eve_token, bob_token = scene["eve"].rsplit("/", 1)[1], scene["bob"].rsplit("/", 1)[1]
+    if name != "start":  # Eve's own start page is hers to use
+        assert client.get(path.replace(bob_token, eve_token)).status_code == 404
+        answer = client.post(
+            form["action"].replace(bob_token, eve_token), data=submission(form) | fields
+        )
+        assert answer.status_code == 404
+        assert "Career" not in answer.text and "Team" not in answer.text
+    assert dump(db) == before
+
+
+def test_a_link_that_does_not_open_changes_nothing(client, db, scene):
+    before = dump(db)
+    for name in ACTIONS:
+        path, action_end, fields = action(scene, name)
+        form = form_for(opened(client, path), action_end)
+        made_up = "/c/" + "A" * 43
+        answer = client.post(
+            form["action"].replace(scene["bob"], made_up), data=submission(form) | fields
+        )
+        assert answer.status_code == 404
+    assert dump(db) == before
+
+
+def test_looking_at_every_page_changes_nothing(client, db, scene):
+    pages = ["/c", scene["bob"], *{action(scene, name)[0] for name in ACTIONS}]
+    pages += [
+        f"{scene['bob']}/engagements/{scene['planned']}/plan",
+        f"{scene['bob']}/engagements/{scene['group']}/reopen",
+    ]
+    before = dump(db)
+    for path in pages:
+        assert client.get(path).status_code == 200, path
+        assert client.head(path).status_code == 200, path
+    assert dump(db) == before
+
+
+def test_the_pages_keep_their_link_to_themselves(client, scene):
+    for name in ACTIONS:
+        answer = opened(client, action(scene, name)[0])
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert "Content-Security-Policy" in answer.headers
+
+
+def test_a_dutch_coach_works_in_dutch(client, db, scene, extracted):  # noqa: F811
+    eve, eves = scene["eve"], scene["eves"]
+    pages = [eve, f"{eve}/start", f"{eve}/engagements/{eves}", f"{eve}/engagements/{eves}/plan"]
+    for path in pages:
+        shown = text(opened(client, path))
+        for sentence in english_sentences(extracted):
+            assert sentence not in shown, (path, sentence)
+    answer = press(client, f"{eve}/engagements/{eves}/plan", "/plan", **future(-1))
+    assert answer.status_code == 400
+    assert "Dat moment is al voorbij" in text(answer)
+    answer = press(client, f"{eve}/start", "/start")
+    assert "Kies een cliënt, of vul een nieuwe in." in text(answer)
+    held = press(client, f"{eve}/engagements/{eves}", "/held")
+    assert held.status_code == 303
+    again = opened(client, f"{eve}/engagements/{eves}/plan")
+    assert not [f for f in forms_of(again) if f["action"].endswith("/plan")]  # says why instead
+    assert "Er wacht een ronde op beslissingen" in text(again)

@@ -17,7 +17,7 @@ import sqlite_utils
 from email_validator import EmailNotValidError, validate_email
 
 from twoyes.db import transaction
-from twoyes.errors import Conflict, Invalid, NotFound
+from twoyes.errors import N_, Conflict, Invalid, NotFound
 from twoyes.events import log_event
 from twoyes.rules import LANGUAGES
 from twoyes.times import to_db
@@ -53,17 +53,17 @@ def ascii_address(address: str) -> str:
 def clean_name(name: str) -> str:
     """The name with its spaces tidied; one that could pass for a mail header is refused."""
     if LINE_BREAKS.search(name):
-        raise Invalid("A name must fit on one line.")
+        raise Invalid(N_("A name must fit on one line."))
     if "=?" in name:
         # A mail program would decode "=?utf-8?q?...?=" into words of someone else's choosing.
-        raise Invalid("A name cannot contain '=?'.")
+        raise Invalid(N_("A name cannot contain '=?'."))
     name = " ".join(name.split())
     if not name:
-        raise Invalid("A name cannot be empty.")
+        raise Invalid(N_("A name cannot be empty."))
     if len(name) > 200:
-        raise Invalid("A name can be at most 200 characters long.")
+        raise Invalid(N_("A name can be at most 200 characters long."))
     if any(unicodedata.category(char).startswith("C") for char in name):
-        raise Invalid("A name cannot contain control characters.")
+        raise Invalid(N_("A name cannot contain control characters."))
     return name
 
 
