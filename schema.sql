@@ -133,6 +133,10 @@ CREATE TABLE IF NOT EXISTS tokens (
     CHECK ((purpose = 'coach_view') = (coach_id IS NOT NULL AND expires_at IS NOT NULL))
 ) WITHOUT ROWID;
 
+-- A coach's expired overview links are cleared out whenever a new one is made (tokens.py).
+CREATE INDEX IF NOT EXISTS tokens_coach_view
+    ON tokens (coach_id, expires_at) WHERE purpose = 'coach_view';
+
 -- Mail written by the system, waiting for delivery. `context` holds what the
 -- templates need, links included, until delivery; then the links are wiped.
 -- (db.UPGRADES[5] repeats this shape: change both together.)

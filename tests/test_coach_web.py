@@ -880,3 +880,245 @@ def test_a_dutch_coach_works_in_dutch(client, db, scene, extracted):  # noqa: F8
     again = opened(client, f"{eve}/engagements/{eves}/plan")
     assert not [f for f in forms_of(again) if f["action"].endswith("/plan")]  # says why instead
     assert "Er wacht een ronde op beslissingen" in text(again)
+
+
+# --- a coach's whole month without the command line -------------------------------------------
+
+
+def newest_mail(smtp, address: str):
+    return smtp.to(address)[-1]
+
+
+def coach_paths(message) -> dict[str, str]:
+    """The coach pages a mail links to, by what they do: overview, plan, reopen."""
+    paths = {}
+    for path in mailed_links(message):
+        tail = path.rsplit("/", 1)[1]
+        paths[tail if tail in ("plan", "reopen") else "overview"] = path
+    return paths
+
+
+def tick(run, now: datetime):
+    """What cron runs, at a later moment: rounds open and close, mail goes out."""
+    result = run("tick", "--now", now.isoformat())
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.parametrize("lang", ["en", "nl"])
+def test_a_coachs_whole_month_without_the_command_line(
+    app,
+    db,
+    client,
+    smtp,
+    run,
+    lang,
+    extracted,  # noqa: F811
+):
+    seen = []  # every page and mail the coach reads, to check the language at the end
+
+    def look(path):
+        before = dump(db)
+        page = opened(client, path)
+        assert client.head(path).status_code == 200
+        assert dump(db) == before  # a scanner opening the link changes nothing
+        seen.append(text(page))
+        return page
+
+    # The operator added the coach; from here on the coach uses only mail and pages.
+    add_person(db, "coach", "Bob Coach", "bob@example.org", lang, T0)
+    overview = sign_in(app, db, client, smtp, "bob@example.org")
+    seen.append(text_of(newest_mail(smtp, "bob@example.org")))
+    look(overview)
+
+    # Start an engagement with a new client.
+    start = look(f"{overview}/start")
+    started = send(
+        client,
+        form_for(start, "/start"),
+        **{"new-1-name": "Anna de Vries", "new-1-email": "anna@example.org", "new-1-lang": lang},
+        title="Career",
+    )
+    assert started.status_code == 303
+    engagement_page = started.headers["Location"]
+    engagement_id = int(engagement_page.rsplit("/", 1)[1])
+
+    # The session took place: record it; everyone gets the question.
+    held = send(client, form_for(look(engagement_page), "/held"))
+    assert held.status_code == 303
+    deliver(app, db, later_now())
+    bobs = newest_mail(smtp, "bob@example.org")
+    seen.append(text_of(bobs))
+    assert "overview" in coach_paths(bobs)  # the coach's decision mail links to the overview
+    (annas_link,) = [link for link in links_in(newest_mail(smtp, "anna@example.org"))
+                     if link.endswith("/continue")]  # fmt: skip
+    annas_page = opened(client, f"/d/{token_of(annas_link)}")
+    assert (
+        send(
+            client, form_for(annas_page, f"/d/{token_of(annas_link)}"), choice="continue"
+        ).status_code
+        == 303
+    )
+
+    # Bob decides on his overview (the page the link in his mail opens).
+    mine = look(overview)
+    round_id = row(db, "SELECT id FROM rounds WHERE engagement_id = ?", engagement_id)[0]
+    decided = send(client, form_for(mine, f"/rounds/{round_id}"), choice="continue")
+    assert decided.status_code == 303
+    assert row(db, "SELECT outcome FROM rounds WHERE id = ?", round_id) == ("continue",)
+
+    # "We continue": the mail's own link plans the next session.
+    smtp.clear()
+    deliver(app, db, later_now())
+    we_continue = newest_mail(smtp, "bob@example.org")
+    seen.append(text_of(we_continue))
+    links = coach_paths(we_continue)
+    assert set(links) == {"overview", "plan"}
+    plan_page = look(links["plan"])
+    when = future(7, "10:00")
+    planned_ = send(client, form_for(plan_page, "/plan"), **when, minutes=60)
+    assert planned_.status_code == 303
+    session_id = row(db, "SELECT id FROM sessions WHERE status = 'planned'")[0]
+
+    # Move it, a day later and half an hour longer.
+    move_page = look(f"{engagement_page}/move")
+    moved_to = future(8, "11:00")
+    moved = send(client, form_for(move_page, "/move"), **moved_to, minutes=90)
+    assert moved.status_code == 303
+    starts = datetime.fromisoformat(f"{moved_to['date']}T11:00").replace(tzinfo=AMSTERDAM)
+    assert row(db, "SELECT starts_at, minutes FROM sessions WHERE id = ?", session_id) == (
+        to_db(starts),
+        90,
+    )
+
+    # The session takes place; nobody answers; at the deadline the engagement ends by silence.
+    tick(run, starts + timedelta(minutes=91))
+    assert row(db, "SELECT status FROM sessions WHERE id = ?", session_id) == ("held",)
+    smtp.clear()
+    tick(run, starts + timedelta(days=8))
+    assert row(db, "SELECT status, end_reason FROM engagements WHERE id = ?", engagement_id) == (
+        "ended",
+        "undecided",
+    )
+    seen.append(text_of(newest_mail(smtp, "bob@example.org")))
+    welcome = [link for link in links_in(newest_mail(smtp, "anna@example.org")) if "/b/" in link]
+    (welcome_link,) = welcome
+
+    # Anna asks to come back; Bob's mail has "Reopen and plan a session".
+    ask = opened(client, f"/b/{token_of(welcome_link)}")
+    asked = send(client, form_for(ask, f"/b/{token_of(welcome_link)}"), message="Shall we?")
+    assert asked.status_code == 303
+    smtp.clear()
+    deliver(app, db, later_now())
+    come_back = newest_mail(smtp, "bob@example.org")
+    seen.append(text_of(come_back))
+    assert "python cli.py" not in text_of(come_back)
+    links = coach_paths(come_back)
+    assert set(links) == {"overview", "reopen"}
+    shown = look(links["overview"])
+    assert "Anna de Vries" in text(shown)  # who asked to come back, and when
+    reopen_page = look(links["reopen"])
+    again = future(14, "09:30")
+    reopened = send(client, form_for(reopen_page, "/reopen"), **again)
+    assert reopened.status_code == 303
+    assert row(db, "SELECT status FROM engagements WHERE id = ?", engagement_id) == ("active",)
+    assert row(
+        db,
+        "SELECT count(*) FROM sessions WHERE engagement_id = ? AND status = 'planned'",
+        engagement_id,
+    ) == (1,)
+    look(reopened.headers["Location"])
+
+    kinds = [
+        r[0]
+        for r in db.conn.execute(
+            "SELECT kind FROM events WHERE engagement_id = ? ORDER BY id", [engagement_id]
+        )
+    ]
+    for kind in ("engagement_started", "session_held", "session_planned", "session_moved",
+                 "engagement_ended", "welcome_back_asked", "engagement_reopened"):  # fmt: skip
+        assert kind in kinds
+    if lang == "nl":
+        for shown_text in seen:
+            for sentence in english_sentences(extracted):
+                assert sentence not in shown_text
+
+
+# --- the links in a coach's mails -------------------------------------------------------------
+
+
+def decision_tokens(app, db, smtp, engagement_id) -> dict[str, str]:
+    """`session done`, delivered: each party's decision token, from their mail."""
+    smtp.clear()
+    record_session_done(db, engagement_id, datetime.now(UTC), POLICY)
+    deliver(app, db, later_now())
+    return {
+        address: token_of(links_in(smtp.to(address)[-1])[0])
+        for address in ("bob@example.org", "anna@example.org")
+    }
+
+
+def test_the_coachs_decision_page_opens_the_overview(app, db, client, smtp, engagement):
+    tokens = decision_tokens(app, db, smtp, engagement)
+    page = opened(client, f"/d/{tokens['bob@example.org']}")
+    (path,) = [a for a in re.findall(r'href="([^"]+)"', page.text) if a.endswith("/overview")]
+    before = dump(db)
+    offer = opened(client, path)
+    assert client.head(path).status_code == 200
+    assert dump(db) == before  # opening the offer makes no link
+    form = form_for(offer, "/overview")
+    no_stamp = {k: v for k, v in submission(form).items() if k != "served"}
+    assert ASK_AGAIN in text(client.post(form["action"], data=no_stamp))
+    assert dump(db) == before
+
+    made = send(client, form)
+    assert made.status_code == 303
+    assert "Overview for Bob Coach" in text(opened(client, made.headers["Location"]))
+    assert last_event(db)["kind"] == "coach_link_made"
+
+
+def test_a_clients_decision_page_offers_no_overview(app, db, client, smtp, engagement):
+    tokens = decision_tokens(app, db, smtp, engagement)
+    anna = tokens["anna@example.org"]
+    assert "/overview" not in opened(client, f"/d/{anna}").text
+    before = dump(db)
+    assert client.get(f"/d/{anna}/overview").status_code == 404
+    assert client.post(f"/d/{anna}/overview", data={}).status_code == 404
+    assert dump(db) == before
+
+
+def test_only_the_coachs_mails_carry_coach_links_and_only_until_delivery(
+    app, db, client, smtp, engagement
+):
+    tokens = decision_tokens(app, db, smtp, engagement)
+    assert not mailed_links(smtp.to("anna@example.org")[-1])
+    (overview,) = mailed_links(smtp.to("bob@example.org")[-1])
+    raw = overview.rsplit("/", 1)[1]
+    assert raw not in dump(db)  # delivered: wiped from the outbox; the token only hashed
+    assert "Overview for Bob Coach" in text(opened(client, overview))
+
+    # A stop: the coach's outcome mail links to the overview, and to no planning.
+    smtp.clear()
+    anna = opened(client, f"/d/{tokens['anna@example.org']}")
+    assert (
+        send(client, form_for(anna, "/d/" + tokens["anna@example.org"]), choice="stop").status_code
+        == 303
+    )
+    deliver(app, db, later_now())
+    assert set(coach_paths(smtp.to("bob@example.org")[-1])) == {"overview"}
+    assert not mailed_links(smtp.to("anna@example.org")[-1])
+
+
+def test_tick_clears_overview_links_once_they_expired(app, db, client, smtp, run, people):
+    path = sign_in(app, db, client, smtp, "bob@example.org")
+    overview_links = "SELECT count(*) FROM tokens WHERE purpose = 'coach_view'"
+    assert row(db, overview_links) == (1,)
+    tick(run, datetime.now(UTC) + timedelta(hours=23))
+    assert row(db, overview_links) == (1,)
+    assert client.get(path).status_code == 200
+    ticked = json.loads(
+        run("tick", "--now", (datetime.now(UTC) + timedelta(hours=25)).isoformat(), "--json").stdout
+    )
+    assert ticked["coach_links_cleared"] == 1
+    assert row(db, overview_links) == (0,)
+    assert client.get(path).status_code == 404

@@ -60,6 +60,30 @@ def mail_coach_link(db: sqlite_utils.Database, address: str, now: datetime) -> b
     return True
 
 
+def coach_of_decision(db: sqlite_utils.Database, decision_id: int) -> int:
+    """The coach whose own decision this is; NotFound for a client's decision."""
+    row = db.conn.execute(
+        "SELECT engagements.coach_id FROM decisions"
+        " JOIN rounds ON rounds.id = decisions.round_id"
+        " JOIN engagements ON engagements.id = rounds.engagement_id"
+        " WHERE decisions.id = ? AND decisions.role = 'coach'",
+        [decision_id],
+    ).fetchone()
+    if row is None:
+        raise not_found()
+    return row["coach_id"]
+
+
+def open_coach_view(db: sqlite_utils.Database, decision_id: int, now: datetime) -> str:
+    """A fresh overview link for the coach whose decision this is (the decision page's
+    "Open my overview"); NotFound for a client's decision."""
+    coach_id = coach_of_decision(db, decision_id)
+    with transaction(db):
+        token = new_coach_view_token(db, coach_id, now)
+        log_event(db, "coach_link_made", now, coach_id=coach_id, via="decision_page")
+    return token
+
+
 def get_coach(db: sqlite_utils.Database, coach_id: int) -> dict:
     row = db.conn.execute(
         "SELECT id, name, email, lang FROM coaches WHERE id = ?", [coach_id]

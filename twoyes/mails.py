@@ -16,7 +16,12 @@ import sqlite_utils
 from twoyes.outbox import queue_mail
 from twoyes.rules import LOW_USEFULNESS
 from twoyes.times import to_db
-from twoyes.tokens import new_decision_token, new_welcome_back_tokens
+from twoyes.tokens import (
+    new_coach_view_token,
+    new_coach_view_tokens,
+    new_decision_token,
+    new_welcome_back_tokens,
+)
 
 
 def queue_decision_mail(
@@ -42,7 +47,8 @@ def queue_decision_mail(
             "session_at": party["session_at"],
             "deadline_at": party["deadline_at"],
             "decide_token": new_decision_token(db, party["id"], now),
-        },
+        }
+        | _overview_link(db, party, now),
     )
 
 
@@ -66,8 +72,23 @@ def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
         "INSERT INTO temp.links VALUES (?, ?)",
         new_welcome_back_tokens(db, leaving, now).items(),
     )
+    # Each coach's outcome mail links to their overview (and, after a continue, to planning).
+    db.conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS coach_links"
+        " (engagement_id INTEGER PRIMARY KEY, raw TEXT NOT NULL)"
+    )
+    coaches = db.conn.execute(
+        "SELECT ending.engagement_id, engagements.coach_id FROM temp.ending"
+        " CROSS JOIN engagements ON engagements.id = ending.engagement_id"
+    ).fetchall()
+    db.conn.execute("DELETE FROM temp.coach_links")
+    db.conn.executemany(
+        "INSERT INTO temp.coach_links VALUES (?, ?)",
+        new_coach_view_tokens(db, dict(coaches), now).items(),
+    )
     db.conn.execute(QUEUE_OUTCOME_MAILS, {"at": to_db(now), "low": LOW_USEFULNESS})
     db.conn.execute("DELETE FROM temp.links")  # raw links stay only in the outbox
+    db.conn.execute("DELETE FROM temp.coach_links")
     db.conn.execute("DELETE FROM temp.ending")  # mailed: a later call must stage its own
 
 
@@ -142,10 +163,13 @@ said AS (
 mails AS (
     SELECT facts.*, said.coach_choice, said.members_total, said.members_continuing,
            said.members_stopped, said.members_silent, said.client_names,
-           said.low_usefulness, said.client_choices, links.raw AS welcome_back_token
+           said.low_usefulness, said.client_choices, links.raw AS welcome_back_token,
+           coach_links.raw AS coach_view_token
     FROM facts
     LEFT JOIN said ON said.round_id = facts.round_id
     LEFT JOIN temp.links ON links.member_id = facts.member_id AND facts.leaves
+    LEFT JOIN temp.coach_links ON coach_links.engagement_id = facts.engagement_id
+                              AND facts.role = 'coach'
 )
 SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
        json_object(
@@ -170,7 +194,8 @@ SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
                      ORDER BY others.id))) END,
            'low_usefulness', json(CASE WHEN role = 'coach' THEN low_usefulness END),
            'client_choices', json(CASE WHEN role = 'coach' THEN client_choices END),
-           'welcome_back_token', welcome_back_token
+           'welcome_back_token', welcome_back_token,
+           'engagement_id', engagement_id, 'coach_view_token', coach_view_token
        ),
        -- A Message-ID in time order: new ones go to the end of its unique index.
        strftime('%Y%m%d%H%M%S.', :at) || lower(hex(randomblob(10))), :at, :at
@@ -201,8 +226,23 @@ def queue_welcome_back_mail(
             "title": member["title"],
             "engagement_id": member["engagement_id"],
             "message": message,
+            "coach_view_token": _new_overview_token(db, member["engagement_id"], now),
         },
     )
+
+
+def _overview_link(db: sqlite_utils.Database, party: dict, now: datetime) -> dict:
+    """A coach's mail carries a link to their overview of its own; a client's none."""
+    if party["role"] != "coach":
+        return {}
+    return {"coach_view_token": _new_overview_token(db, party["engagement_id"], now)}
+
+
+def _new_overview_token(db: sqlite_utils.Database, engagement_id: int, now: datetime) -> str:
+    (coach_id,) = db.conn.execute(
+        "SELECT coach_id FROM engagements WHERE id = ?", [engagement_id]
+    ).fetchone()
+    return new_coach_view_token(db, coach_id, now)
 
 
 def _reply_to(party: dict) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import sqlite_utils
 
+from twoyes.db import transaction
 from twoyes.errors import NotFound
 from twoyes.times import from_db, later, to_db
 
@@ -144,3 +145,29 @@ def _lookup(db: sqlite_utils.Database, raw: str, sql: str):
 
 def _not_found() -> NotFound:
     return NotFound("This link does not open (any more). Please use the newest mail you got.")
+
+
+def new_coach_view_tokens(
+    db: sqlite_utils.Database, coach_ids: dict[int, int], now: datetime
+) -> dict[int, str]:
+    """An overview link for each mail to a coach, keyed as given (a sweep's outcome mails,
+    one per engagement), written in one statement like new_welcome_back_tokens."""
+    expires_at = later(now, seconds=COACH_VIEW_HOURS * 3600)
+    made = {
+        key: _token_row(now, "coach_view", coach_id=coach_id, expires_at=expires_at)
+        for key, coach_id in coach_ids.items()
+    }
+    db.conn.executemany(INSERT_INTO_TOKENS, [row for _, row in made.values()])
+    return {key: raw for key, (raw, _) in made.items()}
+
+
+def clear_expired_coach_views(db: sqlite_utils.Database, now: datetime) -> int:
+    """Delete every expired overview link (a coach's mails each carry one); how many.
+
+    Run by `tick`, so links nobody used do not pile up; the partial index
+    tokens_coach_view keeps this a look at overview links only.
+    """
+    with transaction(db):
+        return db.conn.execute(
+            "DELETE FROM tokens WHERE purpose = 'coach_view' AND expires_at <= ?", [to_db(now)]
+        ).rowcount

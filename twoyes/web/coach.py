@@ -23,11 +23,13 @@ from flask_babel import get_locale, gettext
 
 from twoyes.coach_view import (
     OVERVIEW_DAYS,
+    coach_of_decision,
     coach_overview,
     get_coach,
     get_coach_decision_id,
     list_come_back_requests,
     list_own_clients,
+    open_coach_view,
 )
 from twoyes.coach_work import (
     start_own_engagement,
@@ -37,7 +39,7 @@ from twoyes.parties import round_status_of
 from twoyes.reports import practice_report
 from twoyes.rules import LANGUAGES, REASONS
 from twoyes.times import utcnow
-from twoyes.tokens import get_coach_view
+from twoyes.tokens import COACH_VIEW_HOURS, get_coach_view, get_decision_id
 from twoyes.web.coach_forms import (
     EngagementForm,
 )
@@ -223,3 +225,39 @@ def start_engagement(token: str):
 
 def engagement_url(token: str, engagement_id: int) -> str:
     return url_for("coach_engagement.engagement", token=token, engagement_id=engagement_id)
+
+
+def open_overview_page(token: str, decision_id: int, *, notice=()):
+    return render_template(
+        "coach_open.html",
+        token=token,
+        status=200,
+        notice=say(notice),
+        hours=COACH_VIEW_HOURS,
+        stamp=form_stamp().issue(decision_id),
+    )
+
+
+@bp.get("/d/<token>/overview")
+@limit_tokens
+def open_overview(token: str):
+    """The coach's decision page links here: their overview, a button away."""
+    db = get_db()
+    decision_id = get_decision_id(db, token, utcnow())
+    g.lang = get_coach(db, coach_of_decision(db, decision_id))["lang"]
+    return open_overview_page(token, decision_id)
+
+
+@bp.post("/d/<token>/overview")
+@limit_tokens
+def make_overview_link(token: str):
+    """A fresh overview link for the coach, made by a person's POST, and opened."""
+    db = get_db()
+    now = utcnow()
+    decision_id = get_decision_id(db, token, now)
+    g.lang = get_coach(db, coach_of_decision(db, decision_id))["lang"]
+    if not body_is_utf8(request.get_data(cache=True)) or not form_stamp().is_human(
+        request.form, decision_id
+    ):
+        return open_overview_page(token, decision_id, notice=[ASK_AGAIN])
+    return redirect(url_for("coach.coach_view", token=open_coach_view(db, decision_id, now)), 303)
