@@ -133,7 +133,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     CHECK ((purpose = 'coach_view') = (coach_id IS NOT NULL AND expires_at IS NOT NULL))
 ) WITHOUT ROWID;
 
--- A coach's expired overview links are cleared out whenever a new one is made (tokens.py).
+-- A coach's expired overview links are cleared out whenever a new one is made for them
+-- (tokens.py): a look at that coach's overview links only, however many tokens there are.
 CREATE INDEX IF NOT EXISTS tokens_coach_view
     ON tokens (coach_id, expires_at) WHERE purpose = 'coach_view';
 

@@ -17,7 +17,6 @@ from twoyes.engagements import end_idle_engagements
 from twoyes.retention import anonymise_expired, purge_delivered_mail
 from twoyes.rounds import close_overdue_rounds, open_due_rounds, send_reminders
 from twoyes.settings import Settings
-from twoyes.tokens import clear_expired_coach_views
 
 
 class Rollback(Exception):
@@ -63,5 +62,4 @@ def do_due_work(db: sqlite_utils.Database, now: datetime, settings: Settings) ->
     }
     summary |= anonymise_expired(db, now, settings.retention_days)
     summary["mail_bodies_purged"] = purge_delivered_mail(db, now)
-    summary["coach_links_cleared"] = clear_expired_coach_views(db, now)
     return summary

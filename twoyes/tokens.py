@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 
 import sqlite_utils
 
-from twoyes.db import transaction
 from twoyes.errors import NotFound
 from twoyes.times import from_db, later, to_db
 
@@ -151,7 +150,12 @@ def new_coach_view_tokens(
     db: sqlite_utils.Database, coach_ids: dict[int, int], now: datetime
 ) -> dict[int, str]:
     """An overview link for each mail to a coach, keyed as given (a sweep's outcome mails,
-    one per engagement), written in one statement like new_welcome_back_tokens."""
+    one per engagement), written in one statement like new_welcome_back_tokens; those
+    coaches' expired links are cleared out on the way, as by new_coach_view_token."""
+    db.conn.executemany(
+        "DELETE FROM tokens WHERE purpose = 'coach_view' AND coach_id = ? AND expires_at <= ?",
+        [(coach_id, to_db(now)) for coach_id in set(coach_ids.values())],
+    )
     expires_at = later(now, seconds=COACH_VIEW_HOURS * 3600)
     made = {
         key: _token_row(now, "coach_view", coach_id=coach_id, expires_at=expires_at)
@@ -159,15 +163,3 @@ def new_coach_view_tokens(
     }
     db.conn.executemany(INSERT_INTO_TOKENS, [row for _, row in made.values()])
     return {key: raw for key, (raw, _) in made.items()}
-
-
-def clear_expired_coach_views(db: sqlite_utils.Database, now: datetime) -> int:
-    """Delete every expired overview link (a coach's mails each carry one); how many.
-
-    Run by `tick`, so links nobody used do not pile up; the partial index
-    tokens_coach_view keeps this a look at overview links only.
-    """
-    with transaction(db):
-        return db.conn.execute(
-            "DELETE FROM tokens WHERE purpose = 'coach_view' AND expires_at <= ?", [to_db(now)]
-        ).rowcount
