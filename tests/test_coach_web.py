@@ -1121,3 +1121,17 @@ def test_a_coachs_expired_overview_links_go_when_a_new_one_is_made(app, db, clie
     new_coach_view_token(db, bob, datetime.now(UTC) + timedelta(hours=25))
     assert row(db, overview_links) == (2,)  # the first went, a new one came
     assert client.get(path).status_code == 404
+
+
+def test_a_coach_page_that_does_not_open_shows_the_way_to_a_fresh_link(client, db, scene):
+    made_up = "/c/" + "A" * 43
+    eve_on_bobs = f"{scene['eve']}/engagements/{scene['planned']}"
+    answers = [client.get(path) for path in (made_up, f"{made_up}/start")]
+    assert {answer.status_code for answer in answers} == {404}
+    assert len({answer.text for answer in answers}) == 1  # the same page, whatever the reason
+    (fresh,) = [f for f in re.findall(r'href="([^"]+)"', answers[0].text) if f == "/c"]
+    assert client.get(fresh).status_code == 200
+    # Eve's own link on Bob's engagement: the same page, in Eve's language, nothing of Bob's.
+    eves = client.get(eve_on_bobs)
+    assert eves.status_code == 404
+    assert "Career" not in eves.text and 'href="/c"' in eves.text

@@ -40,6 +40,7 @@ from twoyes.reports import practice_report
 from twoyes.rules import LANGUAGES, REASONS
 from twoyes.times import utcnow
 from twoyes.tokens import COACH_VIEW_HOURS, get_coach_view, get_decision_id
+from twoyes.web import HTTP_ERRORS
 from twoyes.web.coach_forms import (
     EngagementForm,
 )
@@ -65,6 +66,14 @@ class Visit:
     @property
     def since(self) -> datetime:
         return self.now - timedelta(days=OVERVIEW_DAYS)
+
+
+@bp.errorhandler(NotFound)
+def link_gone(error: NotFound):
+    """A coach's page that does not open: the 404 of every link, and the way to a fresh one
+    (the same for every token and every id, so it tells nothing)."""
+    message = gettext(HTTP_ERRORS[404])
+    return render_template("coach_gone.html", status=404, message=message), 404
 
 
 def open_visit(token: str) -> Visit:

@@ -29,14 +29,15 @@ from twoyes.coach_work import (
     remove_own_member,
     reopen_own_engagement,
 )
-from twoyes.errors import N_
+from twoyes.errors import N_, NotFound
 from twoyes.times import format_local
-from twoyes.web.coach import Visit, change, engagement_url, open_visit, render
+from twoyes.web.coach import Visit, change, engagement_url, link_gone, open_visit, render
 from twoyes.web.coach_forms import Problem, SessionTime, read_minutes, read_new_client
 from twoyes.web.context import limit_tokens, settings
 from twoyes.web.forms import GARBLED
 
 bp = Blueprint("coach_engagement", __name__)
+bp.register_error_handler(NotFound, link_gone)
 
 
 def engagement_page(visit: Visit, engagement_id: int, *, status: int = 200, notice=()):
