@@ -31,9 +31,7 @@ from twoyes.coach_view import (
     list_own_clients,
     open_coach_view,
 )
-from twoyes.coach_work import (
-    start_own_engagement,
-)
+from twoyes.coach_work import start_own_engagement
 from twoyes.errors import N_, NotFound, TwoyesError
 from twoyes.parties import round_status_of
 from twoyes.reports import practice_report
@@ -41,9 +39,7 @@ from twoyes.rules import LANGUAGES, REASONS
 from twoyes.times import utcnow
 from twoyes.tokens import COACH_VIEW_HOURS, get_coach_view, get_decision_id
 from twoyes.web import HTTP_ERRORS
-from twoyes.web.coach_forms import (
-    EngagementForm,
-)
+from twoyes.web.coach_forms import EngagementForm
 from twoyes.web.context import form_stamp, get_db, limit_tokens
 from twoyes.web.decisions import decide_from_form
 from twoyes.web.forms import GARBLED, body_is_utf8
