@@ -73,18 +73,23 @@ def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
         new_welcome_back_tokens(db, leaving, now).items(),
     )
     # Each coach's outcome mail links to their overview (and, after a continue, to planning).
+    # The mails one sweep writes to one coach share a link: one inbox, one moment, and a
+    # sweep of thousands of endings writes a token per coach, not per mail.
     db.conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS coach_links"
         " (engagement_id INTEGER PRIMARY KEY, raw TEXT NOT NULL)"
     )
-    coaches = db.conn.execute(
-        "SELECT ending.engagement_id, engagements.coach_id FROM temp.ending"
-        " CROSS JOIN engagements ON engagements.id = ending.engagement_id"
-    ).fetchall()
+    coach_of = dict(
+        db.conn.execute(
+            "SELECT ending.engagement_id, engagements.coach_id FROM temp.ending"
+            " CROSS JOIN engagements ON engagements.id = ending.engagement_id"
+        ).fetchall()
+    )
+    links = new_coach_view_tokens(db, {coach_id: coach_id for coach_id in coach_of.values()}, now)
     db.conn.execute("DELETE FROM temp.coach_links")
     db.conn.executemany(
         "INSERT INTO temp.coach_links VALUES (?, ?)",
-        new_coach_view_tokens(db, dict(coaches), now).items(),
+        [(engagement_id, links[coach_id]) for engagement_id, coach_id in coach_of.items()],
     )
     db.conn.execute(QUEUE_OUTCOME_MAILS, {"at": to_db(now), "low": LOW_USEFULNESS})
     db.conn.execute("DELETE FROM temp.links")  # raw links stay only in the outbox
