@@ -56,6 +56,8 @@ def inbox() -> Iterator[Inbox]:
 @pytest.fixture(scope="module")
 def practice(tmp_path_factory, inbox) -> Iterator[Practice]:
     practice = Practice(tmp_path_factory.mktemp("coach-practice"), inbox)
+    # A coach's month is many pages within a minute, all from 127.0.0.1.
+    practice.env["TWOYES_TOKEN_RATE_LIMIT"] = "1000 per minute"
     practice.cli("init")
     practice.start()
     try:
