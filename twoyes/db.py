@@ -96,7 +96,8 @@ UPGRADES: dict[int, list[str]] = {
     5: [
         OUTBOX_V5.format(name="IF NOT EXISTS outbox"),
         OUTBOX_V5.format(name="outbox_new"),
-        f"INSERT INTO outbox_new ({OUTBOX_COLUMNS}) SELECT {OUTBOX_COLUMNS} FROM outbox",
+        # The column list is the constant above, never input.
+        f"INSERT INTO outbox_new ({OUTBOX_COLUMNS}) SELECT {OUTBOX_COLUMNS} FROM outbox",  # nosec B608
         "DROP TABLE outbox",
         "ALTER TABLE outbox_new RENAME TO outbox",
     ],
