@@ -1,4 +1,4 @@
--- twoyes schema, version 3.
+-- twoyes schema, version 5.
 --
 -- The one source of the schema: `python cli.py init` applies the numbered
 -- upgrades in db.py up to PRAGMA user_version, then runs this file on every
@@ -138,11 +138,18 @@ CREATE TABLE IF NOT EXISTS tokens (
     CHECK ((purpose = 'coach_view') = (coach_id IS NOT NULL AND expires_at IS NOT NULL))
 ) WITHOUT ROWID;
 
+-- A coach's expired overview links are cleared out whenever a new one is made for them
+-- (tokens.py): a look at that coach's overview links only, however many tokens there are.
+CREATE INDEX IF NOT EXISTS tokens_coach_view
+    ON tokens (coach_id, expires_at) WHERE purpose = 'coach_view';
+
 -- Mail written by the system, waiting for delivery. `context` holds what the
 -- templates need, links included, until delivery; then the links are wiped.
+-- (db.UPGRADES[5] repeats this shape: change both together.)
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('decision', 'reminder', 'outcome', 'welcome_back')),
+    kind TEXT NOT NULL
+        CHECK (kind IN ('decision', 'reminder', 'outcome', 'welcome_back', 'sign_in')),
     engagement_id INTEGER REFERENCES engagements (id),
     to_name TEXT NOT NULL,
     to_email TEXT NOT NULL,

@@ -22,7 +22,9 @@ import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from email import policy
+from html.parser import HTMLParser
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from aiosmtpd.controller import Controller
 from babel.messages.pofile import read_po
@@ -735,3 +737,104 @@ INSERT INTO clients (name, email, lang, created_at)
     VALUES ('Piet Early', 'piet@example.org', 'en', '2025-01-02T09:00:00+00:00');
 PRAGMA user_version = 0;
 """
+
+
+# --- reading pages the way a browser does -------------------------------------------------
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+
+
+class Html(HTMLParser):
+    """A page's visible text and its forms, with what each form would submit."""
+
+    def __init__(self, markup: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.forms: list[dict] = []
+        self.parts: list[str] = []
+        self._form: dict | None = None
+        self._select: str | None = None
+        self._textarea: str | None = None
+        self._button = False
+        self._skip = 0
+        self.feed(markup)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = {name: value if value is not None else "" for name, value in attrs}
+        if tag in ("title", "style", "script"):
+            self._skip += 1
+        if tag == "form":
+            self._form = {
+                "method": attrs.get("method", "get").lower(),
+                "action": attrs.get("action"),
+                "inputs": [],
+                "buttons": [],
+                "selects": {},
+                "textareas": {},
+            }
+            self.forms.append(self._form)
+        if self._form is None:
+            return
+        if tag == "input":
+            self._form["inputs"].append(attrs)
+        elif tag == "button":
+            self._form["buttons"].append(attrs | {"text": ""})
+            self._button = True
+        elif tag == "select":
+            self._select = attrs["name"]
+            self._form["selects"][self._select] = []
+        elif tag == "option" and self._select:
+            self._form["selects"][self._select].append(attrs)
+        elif tag == "textarea":
+            self._textarea = attrs["name"]
+            self._form["textareas"][self._textarea] = {"attrs": attrs, "text": ""}
+
+    def handle_endtag(self, tag):
+        if tag in ("title", "style", "script"):
+            self._skip -= 1
+        if tag == "form":
+            self._form = None
+        elif tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+        elif tag == "button":
+            self._button = False
+
+    def handle_data(self, data):
+        if self._skip:
+            return
+        self.parts.append(data)
+        if self._form is not None:
+            if self._textarea:
+                self._form["textareas"][self._textarea]["text"] += data
+            elif self._button:
+                self._form["buttons"][-1]["text"] += data
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+
+    @property
+    def text(self) -> str:
+        return " ".join(" ".join(self.parts).split())
+
+    def form(self) -> dict:
+        (form,) = self.forms
+        return form
+
+
+def submission(form: dict) -> dict[str, str]:
+    """What the browser sends for this form when no button is pressed (form.submit())."""
+    data = {}
+    for attrs in form["inputs"]:
+        if attrs.get("type") in ("radio", "checkbox"):
+            if "checked" in attrs:
+                data[attrs["name"]] = attrs.get("value", "on")
+        elif attrs.get("name"):
+            data[attrs["name"]] = attrs.get("value", "")
+    for name, options in form["selects"].items():
+        chosen = [o for o in options if "selected" in o] or options[:1]
+        data[name] = chosen[0].get("value", "") if chosen else ""
+    for name, area in form["textareas"].items():
+        data[name] = area["text"]
+    return data

@@ -401,7 +401,11 @@ def decide(base_url, cafile, link, choice, *, source, claimed):
     page_path = f"/d/{token_of(link)}"  # where a decision leads: the party's own page
     assert headers["Location"] in (page_path, base_url + page_path)
     status, _, page = https(base_url, cafile, "GET", page_path, source=source)
-    assert status == 200 and f"We have recorded your choice: {choice}." in page
+    recorded = {
+        "continue": "Recorded: you would like another session.",
+        "stop": "Recorded: you have what you need for now.",
+    }
+    assert status == 200 and recorded[choice] in page, page
 
 
 def links_everywhere(messages) -> list[str]:

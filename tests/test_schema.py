@@ -28,6 +28,7 @@ def db(tmp_path):
     # The scratch tables the sweep's statements read, as the sweep makes them.
     connection.conn.execute(endings.CREATE_ENDING)
     connection.conn.execute(mails.CREATE_LINKS)
+    connection.conn.execute(mails.CREATE_COACH_LINKS)
     yield connection
     connection.close()
 

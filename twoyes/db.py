@@ -25,6 +25,35 @@ from twoyes.errors import Conflict
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.sql"
 BUSY_TIMEOUT_MS = 30_000
 
+# The outbox as of version 5 (schema.sql holds the same shape).
+OUTBOX_V5 = """CREATE TABLE {name} (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL
+        CHECK (kind IN ('decision', 'reminder', 'outcome', 'welcome_back', 'sign_in')),
+    engagement_id INTEGER REFERENCES engagements (id),
+    to_name TEXT NOT NULL,
+    to_email TEXT NOT NULL,
+    reply_to_name TEXT,
+    reply_to_email TEXT,
+    lang TEXT NOT NULL DEFAULT 'en',
+    context TEXT NOT NULL DEFAULT '{{}}',
+    message_id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'sending', 'sent', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    claimed_at TEXT,
+    claim TEXT,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    sent_at TEXT
+)"""
+OUTBOX_COLUMNS = (
+    "id, kind, engagement_id, to_name, to_email, reply_to_name, reply_to_email, lang, context,"
+    " message_id, status, attempts, next_attempt_at, claimed_at, claim, last_error,"
+    " created_at, sent_at"
+)
+
 # Upgrades from one schema version to the next, run in order by init_db.
 # schema.sql always describes the newest shape; an upgrade brings an older
 # database there (ALTER TABLE ..., or data moved between tables).
@@ -69,6 +98,16 @@ UPGRADES: dict[int, list[str]] = {
         "UPDATE coaches SET call_name = substr(name, 1, instr(name || ' ', ' ') - 1)",
         "UPDATE clients SET call_name = substr(name, 1, instr(name || ' ', ' ') - 1)"
         " WHERE forgotten_at IS NULL",
+    ],
+    # version 5: the outbox may hold a coach's sign-in mail (kind 'sign_in'); the table is
+    # rebuilt for its CHECK, as version 3 rebuilt tokens. A very old database gets it new.
+    5: [
+        OUTBOX_V5.format(name="IF NOT EXISTS outbox"),
+        OUTBOX_V5.format(name="outbox_new"),
+        # The column list is the constant above, never input.
+        f"INSERT INTO outbox_new ({OUTBOX_COLUMNS}) SELECT {OUTBOX_COLUMNS} FROM outbox",  # nosec B608
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_new RENAME TO outbox",
     ],
 }
 SCHEMA_VERSION = max(UPGRADES)

@@ -16,7 +16,12 @@ import sqlite_utils
 from twoyes.outbox import queue_mail
 from twoyes.rules import LOW_USEFULNESS
 from twoyes.times import to_db
-from twoyes.tokens import new_decision_token, new_welcome_back_tokens
+from twoyes.tokens import (
+    new_coach_view_token,
+    new_coach_view_tokens,
+    new_decision_token,
+    new_welcome_back_tokens,
+)
 
 
 def queue_decision_mail(
@@ -43,7 +48,8 @@ def queue_decision_mail(
             "session_at": party["session_at"],
             "deadline_at": party["deadline_at"],
             "decide_token": new_decision_token(db, party["id"], now),
-        },
+        }
+        | _overview_link(db, party, now),
     )
 
 
@@ -60,6 +66,22 @@ def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
     here, since only their hash may be stored.
     """
     db.conn.execute(CREATE_LINKS)
+    # Each coach's outcome mail links to their overview (and, after a continue, to planning).
+    # The mails one sweep writes to one coach share a link: one inbox, one moment, and a
+    # sweep of thousands of endings writes a token per coach, not per mail.
+    db.conn.execute(CREATE_COACH_LINKS)
+    coach_of = dict(
+        db.conn.execute(
+            "SELECT ending.engagement_id, engagements.coach_id FROM temp.ending"
+            " CROSS JOIN engagements ON engagements.id = ending.engagement_id"
+        ).fetchall()
+    )
+    links = new_coach_view_tokens(db, {coach_id: coach_id for coach_id in coach_of.values()}, now)
+    db.conn.execute("DELETE FROM temp.coach_links")
+    db.conn.executemany(
+        "INSERT INTO temp.coach_links VALUES (?, ?)",
+        [(engagement_id, links[coach_id]) for engagement_id, coach_id in coach_of.items()],
+    )
     at = {"at": to_db(now), "low": LOW_USEFULNESS}
     for parties in (ROUND_PARTIES, ROUNDLESS_PARTIES):
         leaving = [row[0] for row in db.conn.execute(parties + LEAVING)]
@@ -70,7 +92,14 @@ def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
         )
         db.conn.execute(INSERT_OUTBOX + parties + OUTCOME_MAILS, at)
     db.conn.execute("DELETE FROM temp.links")  # raw links stay only in the outbox
+    db.conn.execute("DELETE FROM temp.coach_links")
 
+
+# The raw overview links of one call's coaches, on their way into the outbox: in memory only.
+CREATE_COACH_LINKS = (
+    "CREATE TEMP TABLE IF NOT EXISTS coach_links"
+    " (engagement_id INTEGER PRIMARY KEY, raw TEXT NOT NULL)"
+)
 
 # The raw welcome-back links of one call, on their way into the outbox: in memory only.
 CREATE_LINKS = (
@@ -167,10 +196,12 @@ mails AS (
            said.low_usefulness, said.client_choices,
            -- Not `ON ... AND facts.leaves`: an ON term on the left side alone made SQLite 3.40
            -- drop the coach's row when `parties` was a UNION ALL with a LEFT JOIN in it.
-           CASE WHEN facts.leaves THEN links.raw END AS welcome_back_token
+           CASE WHEN facts.leaves THEN links.raw END AS welcome_back_token,
+           CASE WHEN facts.role = 'coach' THEN coach_links.raw END AS coach_view_token
     FROM facts
     LEFT JOIN said ON said.round_id = facts.round_id
     LEFT JOIN temp.links ON links.member_id = facts.member_id
+    LEFT JOIN temp.coach_links ON coach_links.engagement_id = facts.engagement_id
 )
 SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
        json_object(
@@ -198,7 +229,8 @@ SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
                      ORDER BY others.id))) END,
            'low_usefulness', json(CASE WHEN role = 'coach' THEN low_usefulness END),
            'client_choices', json(CASE WHEN role = 'coach' THEN client_choices END),
-           'welcome_back_token', welcome_back_token
+           'welcome_back_token', welcome_back_token,
+           'engagement_id', engagement_id, 'coach_view_token', coach_view_token
        ),
        -- A Message-ID in time order: new ones go to the end of its unique index.
        strftime('%Y%m%d%H%M%S.', :at) || lower(hex(randomblob(10))), :at, :at
@@ -228,10 +260,44 @@ def queue_welcome_back_mail(
             "title": member["title"],
             "engagement_id": member["engagement_id"],
             "message": message,
+            "coach_view_token": _new_overview_token(db, member["engagement_id"], now),
         },
     )
+
+
+def _overview_link(db: sqlite_utils.Database, party: dict, now: datetime) -> dict:
+    """A coach's mail carries a link to their overview of its own; a client's none."""
+    if party["role"] != "coach":
+        return {}
+    return {"coach_view_token": _new_overview_token(db, party["engagement_id"], now)}
+
+
+def _new_overview_token(db: sqlite_utils.Database, engagement_id: int, now: datetime) -> str:
+    (coach_id,) = db.conn.execute(
+        "SELECT coach_id FROM engagements WHERE id = ?", [engagement_id]
+    ).fetchone()
+    return new_coach_view_token(db, coach_id, now)
 
 
 def _reply_to(party: dict) -> tuple[str, str]:
     """A reply to any mail about an engagement reaches its coach, never the practice's robot."""
     return (party["coach_name"], party["coach_email"])
+
+
+def queue_sign_in_mail(
+    db: sqlite_utils.Database, coach: dict, token: str, expires_at: str, now: datetime
+) -> int:
+    """A coach asked at /c for their overview: the link goes to their own address only."""
+    return queue_mail(
+        db,
+        "sign_in",
+        now,
+        to=(coach["name"], coach["email"]),
+        lang=coach["lang"],
+        context={
+            "role": "coach",
+            "name": coach["name"],
+            "expires_at": expires_at,
+            "coach_view_token": token,
+        },
+    )

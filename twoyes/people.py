@@ -18,7 +18,7 @@ import sqlite_utils
 from email_validator import EmailNotValidError, validate_email
 
 from twoyes.db import transaction
-from twoyes.errors import Conflict, Invalid, NotFound
+from twoyes.errors import N_, Conflict, Invalid, NotFound
 from twoyes.events import log_event
 from twoyes.rules import LANGUAGES
 from twoyes.times import to_db
@@ -51,21 +51,36 @@ def ascii_address(address: str) -> str:
         return address
 
 
+def _say(what: str, about_a_name: str, otherwise: str) -> str:
+    """A name's sentence as the msgid the pages translate; a title's or call name's as is."""
+    return about_a_name if what == "name" else f"A {what} {otherwise}."
+
+
 def clean_name(name: str, *, what: str = "name", most: int = 200) -> str:
     """The name (or an engagement's title: `what`) with its spaces tidied; one that could pass
     for a mail header, or print escape codes on a terminal, is refused."""
     if LINE_BREAKS.search(name):
-        raise Invalid(f"A {what} must fit on one line.")
+        raise Invalid(_say(what, N_("A name must fit on one line."), "must fit on one line"))
     if "=?" in name:
         # A mail program would decode "=?utf-8?q?...?=" into words of someone else's choosing.
-        raise Invalid(f"A {what} cannot contain '=?'.")
+        raise Invalid(_say(what, N_("A name cannot contain '=?'."), "cannot contain '=?'"))
     name = " ".join(name.split())
     if not name:
-        raise Invalid(f"A {what} cannot be empty.")
+        raise Invalid(_say(what, N_("A name cannot be empty."), "cannot be empty"))
     if len(name) > most:
-        raise Invalid(f"A {what} can be at most {most} characters long.")
+        raise Invalid(
+            N_("A name can be at most 200 characters long.")
+            if (what, most) == ("name", 200)
+            else f"A {what} can be at most {most} characters long."
+        )
     if any(unicodedata.category(char).startswith("C") for char in name):
-        raise Invalid(f"A {what} cannot contain control characters.")
+        raise Invalid(
+            _say(
+                what,
+                N_("A name cannot contain control characters."),
+                "cannot contain control characters",
+            )
+        )
     return name
 
 

@@ -12,7 +12,7 @@ import sqlite_utils
 
 from twoyes.db import transaction
 from twoyes.engagements import get_engagement, session_number
-from twoyes.errors import Conflict, Invalid
+from twoyes.errors import N_, Conflict, Invalid, NotFound
 from twoyes.events import log_event
 from twoyes.rounds import open_round, require_open_for_sessions
 from twoyes.rules import Policy
@@ -96,3 +96,95 @@ def find_planned_session(db: sqlite_utils.Database, engagement_id: int) -> dict 
         "SELECT * FROM sessions WHERE engagement_id = ? AND status = 'planned'", [engagement_id]
     ).fetchone()
     return dict(row) if row else None
+
+
+# What a coach may change about the planned session, from the command line or the overview.
+SESSION_LENGTH = N_("A session lasts from 1 to 1440 minutes.")
+IN_THE_PAST = N_("That moment has passed; please choose a time still to come.")
+NOT_PLANNED = N_(
+    "This session is not planned any more (it took place, or was cancelled); "
+    "only a planned session can be moved or cancelled."
+)
+
+
+def get_planned_session(db: sqlite_utils.Database, session_id: int) -> dict:
+    """A session that is still planned; NotFound when there is none, Conflict once held."""
+    row = db.conn.execute("SELECT * FROM sessions WHERE id = ?", [session_id]).fetchone()
+    if row is None:
+        raise NotFound(
+            f"There is no session {session_id}; `python cli.py engagement show ID` lists them."
+        )
+    if row["status"] != "planned":
+        raise Conflict(NOT_PLANNED)
+    return dict(row)
+
+
+def plan_next_session(
+    db: sqlite_utils.Database, engagement_id: int, starts: datetime, minutes: int, now: datetime
+) -> int:
+    """Plan a session from a coach's page: as plan_session (R7), and never in the past."""
+    require_to_come(starts, minutes, now)
+    return plan_session(db, engagement_id, starts, minutes, now)
+
+
+def move_session(
+    db: sqlite_utils.Database,
+    session_id: int,
+    starts: datetime,
+    now: datetime,
+    minutes: int | None = None,
+) -> dict:
+    """Give the planned session a new start (and length); its round still opens after it (R1).
+
+    R7 holds: only a planned session moves, on an engagement that is active
+    and has no open round. What it was and what it became are in the event.
+    """
+    with transaction(db):
+        session = get_planned_session(db, session_id)
+        minutes = session["minutes"] if minutes is None else minutes
+        require_to_come(starts, minutes, now)
+        require_open_for_sessions(db, get_engagement(db, session["engagement_id"]))
+        db.conn.execute(
+            "UPDATE sessions SET starts_at = ?, minutes = ?, ends_at = ? WHERE id = ?",
+            [to_db(starts), minutes, to_db(starts + timedelta(minutes=minutes)), session_id],
+        )
+        log_event(
+            db,
+            "session_moved",
+            now,
+            engagement_id=session["engagement_id"],
+            session_id=session_id,
+            was=session["starts_at"],
+            starts_at=to_db(starts),
+            minutes=minutes,
+        )
+    return session | {"starts_at": to_db(starts), "minutes": minutes, "was": session["starts_at"]}
+
+
+def cancel_session(db: sqlite_utils.Database, session_id: int, now: datetime) -> dict:
+    """Take the planned session off the calendar; no round will follow it.
+
+    The row goes (a session is planned or held, nothing in between); the event
+    keeps when it was planned for. With nothing planned, R6 may end the
+    engagement once it has been quiet for IDLE_DAYS.
+    """
+    with transaction(db):
+        session = get_planned_session(db, session_id)
+        db.conn.execute("DELETE FROM sessions WHERE id = ?", [session_id])
+        log_event(
+            db,
+            "session_cancelled",
+            now,
+            engagement_id=session["engagement_id"],
+            session_id=session_id,
+            was=session["starts_at"],
+        )
+    return session
+
+
+def require_to_come(starts: datetime, minutes: int, now: datetime) -> None:
+    """A session planned by hand starts after `now` and lasts 1 to 1440 minutes."""
+    if not 1 <= minutes <= 1440:
+        raise Invalid(SESSION_LENGTH)
+    if starts <= now:
+        raise Invalid(IN_THE_PAST)

@@ -144,3 +144,22 @@ def _lookup(db: sqlite_utils.Database, raw: str, sql: str):
 
 def _not_found() -> NotFound:
     return NotFound("This link does not open (any more). Please use the newest mail you got.")
+
+
+def new_coach_view_tokens(
+    db: sqlite_utils.Database, coach_ids: dict[int, int], now: datetime
+) -> dict[int, str]:
+    """An overview link for each mail to a coach, keyed as given (a sweep's outcome mails,
+    one per engagement), written in one statement like new_welcome_back_tokens; those
+    coaches' expired links are cleared out on the way, as by new_coach_view_token."""
+    db.conn.executemany(
+        "DELETE FROM tokens WHERE purpose = 'coach_view' AND coach_id = ? AND expires_at <= ?",
+        [(coach_id, to_db(now)) for coach_id in set(coach_ids.values())],
+    )
+    expires_at = db_time_after(now, seconds=COACH_VIEW_HOURS * 3600)
+    made = {
+        key: _token_row(now, "coach_view", coach_id=coach_id, expires_at=expires_at)
+        for key, coach_id in coach_ids.items()
+    }
+    db.conn.executemany(INSERT_INTO_TOKENS, [row for _, row in made.values()])
+    return {key: raw for key, (raw, _) in made.items()}

@@ -1,8 +1,8 @@
 """The commands for a coach's work: engagements and their members, and sessions.
 
 `engagement start` begins one (a group with several --client options),
-`session add` plans a session and `session done` records one that was held,
-which opens its round and mails every party (R1).
+`session add` plans a session, `session move` and `session cancel` change it, and
+`session done` records one that was held, which opens its round and mails every party (R1).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from twoyes.labels import ENDING_LABELS, REASON_LABELS
 from twoyes.members import add_member, remove_member
 from twoyes.rounds import get_coach_decision_id, record_decision
 from twoyes.rules import CHOICES, REASONS
-from twoyes.sessions import plan_session, record_session_done
+from twoyes.sessions import cancel_session, move_session, plan_session, record_session_done
 from twoyes.times import utcnow
 
 
@@ -228,7 +228,7 @@ def engagement_remove_member(engagement_id, email, now, as_json):
 
 @click.group()
 def session():
-    """Plan sessions and record the ones that took place."""
+    """Plan, move and cancel sessions, and record the ones that took place."""
 
 
 @session.command(name="add")
@@ -293,6 +293,55 @@ def session_done(engagement_id, minutes, now, as_json):
             f"{engagement_name(engagement_id)} and opened round {round_id}; the decision mails "
             "are queued (python cli.py send delivers them)."
         )
+
+
+@session.command(name="move")
+@click.argument("session_id", type=int)
+@click.option(
+    "--at",
+    "at",
+    required=True,
+    type=click.DateTime(["%Y-%m-%d %H:%M"]),
+    help="The new start, in the practice's time zone: 'YYYY-MM-DD HH:MM'.",
+)
+@click.option(
+    "--minutes", type=click.IntRange(1, 1440), help="A new length; unchanged when left out."
+)
+@now_option
+@json_option
+@with_app
+def session_move(session_id, at, minutes, now, as_json):
+    """Move a planned session to another time (not in the past).
+
+    Example: python cli.py session move 12 --at "2026-12-16 10:00" --minutes 90
+    """
+    starts = at.replace(tzinfo=settings().zone)
+    moved = move_session(get_db(), session_id, starts, now_or_clock(now), minutes)
+    if as_json:
+        print_json({key: moved[key] for key in ("id", "engagement_id", "starts_at", "minutes")})
+    else:
+        click.echo(
+            f"Moved session {session_id} of engagement {moved['engagement_id']} to "
+            f"{at:%Y-%m-%d %H:%M} ({moved['minutes']} minutes)."
+        )
+
+
+@session.command(name="cancel")
+@click.argument("session_id", type=int)
+@now_option
+@with_app
+def session_cancel(session_id, now):
+    """Cancel a planned session; no round follows it.
+
+    Example: python cli.py session cancel 12
+    """
+    cancelled = cancel_session(get_db(), session_id, now_or_clock(now))
+    was = local(cancelled["starts_at"], settings().zone)
+    click.echo(
+        f"Cancelled session {session_id} of engagement {cancelled['engagement_id']} "
+        f"(it was planned for {was}). Plan another with "
+        f'python cli.py session add {cancelled["engagement_id"]} --at "YYYY-MM-DD HH:MM"'
+    )
 
 
 @click.command()

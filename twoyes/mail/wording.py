@@ -28,6 +28,7 @@ SUBJECTS = {
     "outcome_stop_coach": N_("%(title)s has ended"),
     "outcome_stop_coach_untitled": N_("Your engagement with %(client_names)s has ended"),
     "welcome_back": N_("%(client_name)s would like a new session"),
+    "sign_in": N_("Your link to your overview"),
 }
 
 END_SENTENCES = {

@@ -142,9 +142,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     for status in (400, 404, 405, 411, 413, 429, 500):
         app.register_error_handler(status, show_http_error)
 
-    from twoyes.web import coach, decisions, pages, welcome_back
+    from twoyes.web import coach, coach_engagement, decisions, pages, sign_in, welcome_back
 
-    for blueprint in (decisions.bp, welcome_back.bp, coach.bp, pages.bp):
+    blueprints = (decisions, welcome_back, coach, coach_engagement, sign_in, pages)
+    for blueprint in (module.bp for module in blueprints):
         app.register_blueprint(blueprint)
     app.logger.addFilter(HideTokens())  # Flask logs the path of a request that failed
     return app

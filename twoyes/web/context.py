@@ -46,7 +46,7 @@ def limit_tokens(view):
 
     @functools.wraps(view)
     def limited(*args, **kwargs):
-        rate_limit().check(client_address(), kwargs["token"])
+        rate_limit().check(client_address(), kwargs.get("token"))
         try:
             return view(*args, **kwargs)
         except NotFound:

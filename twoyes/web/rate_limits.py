@@ -46,9 +46,15 @@ class TokenRateLimit:
         self.per_link = parse_many(LINK_LIMIT)
         self.counter = FixedWindowRateLimiter(storage_from_string(storage_uri))
 
-    def check(self, address: str, token: str) -> None:
+    def check(self, address: str, token: str | None) -> None:
         """Before a token route runs: 429 when `address` has no refusals left, or when this
-        link has been asked for too often; otherwise count one request of the link."""
+        link has been asked for too often; otherwise count one request of the link.
+
+        A route without a link (asking for a coach's sign-in link) is what a guesser does
+        many times: each of its requests counts against the address's tight budget."""
+        if token is None:
+            self.count(address)
+            return
         for limit in self.refusals:
             if not self.counter.test(limit, "refused", address):
                 self.refuse_more(limit, "refused", address)
@@ -56,6 +62,12 @@ class TokenRateLimit:
         for limit in self.per_link:
             if not self.counter.hit(limit, "link", link):
                 self.refuse_more(limit, "link", link)
+
+    def count(self, key: str) -> None:
+        """Count one request under `key` against the tight budget; 429 once it is used up."""
+        for limit in self.refusals:
+            if not self.counter.hit(limit, "refused", key):
+                self.refuse_more(limit, "refused", key)
 
     def count_refusal(self, address: str) -> None:
         """A token that did not open, or a stamp that was refused, from `address`."""
