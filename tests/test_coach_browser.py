@@ -159,7 +159,8 @@ def test_a_coachs_month_on_a_phone(browser, practice, inbox, lang):
         with tab(browser, PHONE) as client_page:
             client_page.goto(continue_link)
             like_a_person(client_page)
-            client_page.get_by_role("button", name=_("Continue"), exact=True).click()
+            # From the mail's Continue link the page asks to confirm that one choice.
+            client_page.get_by_role("button", name=_("Confirm"), exact=True).first.click()
             client_page.wait_for_url(continue_link.rsplit("/", 1)[0])
         page.reload()
         like_a_person(page)
