@@ -14,9 +14,10 @@ run: $(VENV)/.installed-run translations
 test: $(VENV)/.installed-dev translations lint
 	$(PY) -m pytest
 
-# The edit loop: everything but the slow tests (crash, browser, concurrency, invariants).
+# The edit loop: everything but the slow tests (processes, browser, races, property runs),
+# on every core.
 test-fast: $(VENV)/.installed-dev translations
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n auto
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

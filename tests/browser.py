@@ -17,7 +17,7 @@ from pathlib import Path
 
 from axe_playwright_python.sync_playwright import Axe
 from babel.messages.pofile import read_po
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, sync_playwright
 from support import ROOT, Inbox, free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,6 +31,19 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
+
+
+@contextmanager
+def launch_chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless (browser downloads are impossible here)."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
 PHONE = {"width": 390, "height": 844}
 NARROWEST = {"width": 320, "height": 640}
 DESKTOP = {"width": 1280, "height": 900}

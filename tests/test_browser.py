@@ -29,8 +29,6 @@ from email.message import EmailMessage
 import pytest
 from browser import (
     AXE,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     COACH,
     DESKTOP,
     DUTCH_COACH,
@@ -40,11 +38,12 @@ from browser import (
     WCAG_22_AA,
     WIDTHS,
     Practice,
+    launch_chromium,
     screenshot,
     tab,
     words,
 )
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page
 from support import Inbox, html_of, links_in, serve_smtp, text_of
 
 from twoyes.labels import REASON_LABELS
@@ -84,12 +83,8 @@ def waiting(practice) -> dict[str, EmailMessage]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def link_to(mail: EmailMessage, choice: str) -> str:

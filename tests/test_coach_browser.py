@@ -22,16 +22,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     MIN_DECISION_SECONDS,
     Practice,
     axe_violations,
+    launch_chromium,
     screenshot,
     tab,
     words,
 )
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from support import Inbox, links_in, serve_smtp, text_of
 
 pytestmark = pytest.mark.slow
@@ -68,12 +67,8 @@ def practice(tmp_path_factory, inbox) -> Iterator[Practice]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def newest(inbox: Inbox, address: str) -> EmailMessage:

@@ -411,6 +411,7 @@ def test_backoff_doubles_and_the_mail_fails_for_good_after_max_attempts(
     }
 
 
+@pytest.mark.slow
 def test_send_command_exits_0_and_says_so_when_mail_waits_for_a_retry(
     settings, db, engagement, tmp_path
 ):
@@ -558,6 +559,7 @@ def test_a_claim_reads_the_waiting_mail_not_the_outbox_history(app, db, engageme
 # --- overlapping runs, as real processes ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_three_send_processes_at_once_deliver_every_mail_exactly_once(
     settings, app, db, smtp, tmp_path
 ):
@@ -581,6 +583,7 @@ def test_three_send_processes_at_once_deliver_every_mail_exactly_once(
     assert {row["status"] for row in outbox_rows(db)} == {"sent"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "commands",
     [

@@ -56,6 +56,9 @@ NOT_DEPLOYED = (".git", ".venv", "instance", "__pycache__", ".*_cache", ".hypoth
 NOT_DEPLOYED += ("test-artifacts", "tests", "bench")
 URL = re.compile(r"""https?://[^\s"'<>]+""")
 
+# gunicorn, Caddy and systemd units started for real.
+pytestmark = pytest.mark.slow
+
 
 # -- the units, read and rendered ---------------------------------------------------------
 

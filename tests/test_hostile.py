@@ -47,6 +47,7 @@ from support import (
     ok,
     outbox_rows,
     serve_smtp,
+    start,
     text_of,
 )
 from support import token_of as token_in_link
@@ -580,17 +581,7 @@ IMG = "<img src=x onerror=alert(1)>"
 def test_script_in_names_titles_and_notes_is_escaped_in_pages_and_mails(run, db, app, client, smtp):
     ok(run, "coach", "add", f"Bob {IMG}", "bob@example.org")
     ok(run, "client", "add", f"Anna {SCRIPT} & Co", "anna@example.org")
-    ok(
-        run,
-        "engagement",
-        "start",
-        "--coach",
-        "bob@example.org",
-        "--client",
-        "anna@example.org",
-        "--title",
-        f"<b>Career</b> {SCRIPT}",
-    )
+    start(run, "bob@example.org", "anna@example.org", extra=("--title", f"<b>Career</b> {SCRIPT}"))
     ok(run, "session", "done", "1", "--now", (datetime.now(UTC) - timedelta(minutes=1)).isoformat())
     deliver(app, db)
     tokens = {

@@ -100,6 +100,7 @@ def run_server(command, settings, tokens, port, spellings=None):
     return output
 
 
+@pytest.mark.slow
 def test_gunicorn_with_the_shipped_config_logs_paths_without_tokens(
     app, db, engagement, smtp, settings
 ):
@@ -165,6 +166,7 @@ def test_no_spelling_of_a_link_leaves_its_token_in_a_log_line(spell):
     assert "\n" not in hidden
 
 
+@pytest.mark.slow
 def test_gunicorn_logs_no_token_however_the_link_is_spelled(app, db, engagement, smtp, settings):
     tokens = real_tokens(app, db, engagement, smtp)
     port = free_port()

@@ -26,6 +26,9 @@ from support import ROOT, Inbox, free_port, serve_smtp
 from twoyes.catalogues import catalogue_problem, stale_catalogues
 from twoyes.settings import SETTINGS
 
+# Each test runs `python cli.py` or the server as the operator would: a process each.
+pytestmark = pytest.mark.slow
+
 
 def twoyes(instance: Path, *args: str, umask: int = 0o022, **environment: str):
     """`python cli.py ARGS` with only the instance folder (and `environment`) set."""

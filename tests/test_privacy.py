@@ -726,6 +726,7 @@ def check_whole(path) -> dict[str, int]:
         connection.close()
 
 
+@pytest.mark.slow
 def test_a_backup_taken_during_writes_restores_to_a_working_twoyes(
     app, run, db, people, tmp_path, monkeypatch
 ):

@@ -383,42 +383,20 @@ def test_post_after_both_continued_is_409_showing_the_next_session(
 
 # --- POST /d/<token>: bad values ------------------------------------------------------------
 
+USEFULNESS = "Usefulness is a whole number from 0 to 10."
+REASON = "Please choose one of the reasons in the list, or none."
 BAD_VALUES = [
-    pytest.param(
-        {"choice": "continue", "usefulness": "11"},
-        "Usefulness is a whole number from 0 to 10.",
-        id="usefulness-11",
-    ),
-    pytest.param(
-        {"choice": "continue", "usefulness": "-1"},
-        "Usefulness is a whole number from 0 to 10.",
-        id="usefulness-negative",
-    ),
-    pytest.param(
-        {"choice": "continue", "usefulness": "abc"},
-        "Usefulness is a whole number from 0 to 10.",
-        id="usefulness-abc",
-    ),
-    pytest.param(
-        {"choice": "continue", "usefulness": "7.5"},
-        "Usefulness is a whole number from 0 to 10.",
-        id="usefulness-fraction",
-    ),
+    pytest.param({"choice": "continue", "usefulness": "11"}, USEFULNESS, id="usefulness-11"),
+    pytest.param({"choice": "continue", "usefulness": "-1"}, USEFULNESS, id="usefulness-negative"),
+    pytest.param({"choice": "continue", "usefulness": "abc"}, USEFULNESS, id="usefulness-abc"),
+    pytest.param({"choice": "continue", "usefulness": "7.5"}, USEFULNESS, id="usefulness-fraction"),
     pytest.param(
         {"choice": "continue", "note": "x" * 2001},
         "A note can be at most 2,000 characters; please shorten it.",
         id="note-2001",
     ),
-    pytest.param(
-        {"choice": "stop", "reason": "bogus"},
-        "Please choose one of the reasons in the list, or none.",
-        id="unknown-reason",
-    ),
-    pytest.param(
-        {"choice": "stop", "reason": "values"},
-        "Please choose one of the reasons in the list, or none.",
-        id="coach-reason-from-client",
-    ),
+    pytest.param({"choice": "stop", "reason": "bogus"}, REASON, id="unknown-reason"),
+    pytest.param({"choice": "stop", "reason": "values"}, REASON, id="coach-reason-from-client"),
     pytest.param({}, "Please press Continue or Stop.", id="no-choice-form-submit"),
     pytest.param({"choice": "maybe"}, "Please choose Continue or Stop.", id="choice-maybe"),
 ]

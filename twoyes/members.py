@@ -26,18 +26,12 @@ def add_member(
 ) -> dict:
     """A client joins a group; a party from the next round on."""
     with transaction(db):
-        engagement = get_engagement(db, engagement_id)
-        require_group(engagement)
+        engagement, client, member = look_up_member(db, engagement_id, client_email)
         if engagement["status"] == "ended":
             raise Conflict(
                 f"Engagement {engagement_id} has ended ({engagement['end_reason']}); "
                 f"reopen it first with `python cli.py engagement reopen {engagement_id}`."
             )
-        client = get_person_by_email(db, "client", client_email)
-        member = db.conn.execute(
-            "SELECT id, status FROM members WHERE engagement_id = ? AND client_id = ?",
-            [engagement_id, client["id"]],
-        ).fetchone()
         if member and member["status"] == "active":
             raise Conflict(f"{client['email']} is already a member of engagement {engagement_id}.")
         if member:
@@ -60,13 +54,7 @@ def remove_member(
 ) -> dict:
     """A member leaves now: out of any open round, their links there stop working."""
     with transaction(db):
-        engagement = get_engagement(db, engagement_id)
-        require_group(engagement)
-        client = get_person_by_email(db, "client", client_email)
-        member = db.conn.execute(
-            "SELECT id, status FROM members WHERE engagement_id = ? AND client_id = ?",
-            [engagement_id, client["id"]],
-        ).fetchone()
+        _, client, member = look_up_member(db, engagement_id, client_email)
         if member is None:
             raise NotFound(f"{client['email']} is not a member of engagement {engagement_id}.")
         if member["status"] == "left":
@@ -99,6 +87,19 @@ def remove_member(
         "outcome": verdict.outcome if verdict else None,
         "end_reason": verdict.end_reason if verdict else None,
     }
+
+
+def look_up_member(db: sqlite_utils.Database, engagement_id: int, client_email: str):
+    """The group, the client and their member row (None if they never joined): what both
+    adding and removing a member start from."""
+    engagement = get_engagement(db, engagement_id)
+    require_group(engagement)
+    client = get_person_by_email(db, "client", client_email)
+    member = db.conn.execute(
+        "SELECT id, status FROM members WHERE engagement_id = ? AND client_id = ?",
+        [engagement_id, client["id"]],
+    ).fetchone()
+    return engagement, client, member
 
 
 def require_group(engagement: dict) -> None:

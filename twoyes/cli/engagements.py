@@ -14,8 +14,8 @@ from twoyes.cli.options import (
     get_db,
     json_option,
     now_option,
-    now_or_clock,
     print_json,
+    print_rows,
     settings,
     with_app,
 )
@@ -99,19 +99,17 @@ def engagement_list(status, as_json):
 
     Example: python cli.py engagement list --status active
     """
-    rows = list_engagements(get_db(), status)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("No engagements yet." if status is None else f"No {status} engagements.")
-    for row in rows:
-        state = row["status"] if row["status"] == "active" else f"ended ({ending(row)})"
-        title = f" {row['title']!r}" if row["title"] else ""
-        click.echo(
-            f"{row['id']:>4}  {state:<24} {row['coach_name']} with {row['clients'] or 'nobody'}"
-            f"{title}, {row['sessions_held']} session(s) held"
-        )
+    nothing = "No engagements yet." if status is None else f"No {status} engagements."
+    print_rows(list_engagements(get_db(), status), as_json, engagement_line, nothing)
+
+
+def engagement_line(row: dict) -> str:
+    state = row["status"] if row["status"] == "active" else f"ended ({ending(row)})"
+    title = f" {row['title']!r}" if row["title"] else ""
+    return (
+        f"{row['id']:>4}  {state:<24} {row['coach_name']} with {row['clients'] or 'nobody'}"
+        f"{title}, {row['sessions_held']} session(s) held"
+    )
 
 
 @engagement.command(name="show")
@@ -194,7 +192,7 @@ def engagement_add_member(engagement_id, email, now, as_json):
 
     Example: python cli.py engagement add-member 4 dana@example.org
     """
-    result = add_member(get_db(), engagement_id, email, now_or_clock(now))
+    result = add_member(get_db(), engagement_id, email, now)
     if as_json:
         print_json(result)
     else:
@@ -215,7 +213,7 @@ def engagement_remove_member(engagement_id, email, now, as_json):
 
     Example: python cli.py engagement remove-member 4 dana@example.org
     """
-    result = remove_member(get_db(), engagement_id, email, now_or_clock(now))
+    result = remove_member(get_db(), engagement_id, email, now)
     if as_json:
         print_json(result)
         return
@@ -283,7 +281,7 @@ def session_done(engagement_id, minutes, now, as_json):
     Example: python cli.py session done 1
     """
     session_id, round_id = record_session_done(
-        get_db(), engagement_id, now_or_clock(now), settings().policy, minutes
+        get_db(), engagement_id, now, settings().policy, minutes
     )
     if as_json:
         print_json({"session_id": session_id, "round_id": round_id})
@@ -316,7 +314,7 @@ def session_move(session_id, at, minutes, now, as_json):
     Example: python cli.py session move 12 --at "2026-12-16 10:00" --minutes 90
     """
     starts = at.replace(tzinfo=settings().zone)
-    moved = move_session(get_db(), session_id, starts, now_or_clock(now), minutes)
+    moved = move_session(get_db(), session_id, starts, now, minutes)
     if as_json:
         print_json({key: moved[key] for key in ("id", "engagement_id", "starts_at", "minutes")})
     else:
@@ -335,7 +333,7 @@ def session_cancel(session_id, now):
 
     Example: python cli.py session cancel 12
     """
-    cancelled = cancel_session(get_db(), session_id, now_or_clock(now))
+    cancelled = cancel_session(get_db(), session_id, now)
     was = local(cancelled["starts_at"], settings().zone)
     click.echo(
         f"Cancelled session {session_id} of engagement {cancelled['engagement_id']} "
@@ -360,7 +358,7 @@ def decide(round_id, choice, reason, usefulness, note, now):
     result = record_decision(
         get_db(),
         get_coach_decision_id(get_db(), round_id),
-        now_or_clock(now),
+        now,
         choice=choice,
         reason=reason,
         usefulness=usefulness,

@@ -5,15 +5,7 @@ from __future__ import annotations
 import click
 
 from twoyes.cli.mail import report_delivery
-from twoyes.cli.options import (
-    get_db,
-    json_option,
-    now_option,
-    now_or_clock,
-    print_json,
-    settings,
-    with_app,
-)
+from twoyes.cli.options import get_db, json_option, now_option, print_json, settings, with_app
 from twoyes.jobs import close_undecided as close_undecided_job
 from twoyes.jobs import do_due_work
 from twoyes.labels import ENDING_LABELS
@@ -30,7 +22,7 @@ def close_undecided(now, dry_run, as_json):
 
     Example: python cli.py close-undecided --dry-run
     """
-    ended = close_undecided_job(get_db(), now_or_clock(now), settings(), dry_run=dry_run)
+    ended = close_undecided_job(get_db(), now, settings(), dry_run=dry_run)
     if as_json:
         print_json(ended)
         return
@@ -68,9 +60,8 @@ def tick(now, as_json):
     */5 * * * * cd /srv/twoyes && .venv/bin/python cli.py tick
     """
     db = get_db()
-    when = now_or_clock(now)
-    summary = do_due_work(db, when, settings())
-    report = deliver_due_mail(db, when, echo=lambda line: None)
+    summary = do_due_work(db, now, settings())
+    report = deliver_due_mail(db, now, echo=lambda line: None)
     summary["mails_sent"] = report.sent
     if as_json:
         print_json(

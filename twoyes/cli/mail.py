@@ -11,8 +11,8 @@ from twoyes.cli.options import (
     get_db,
     json_option,
     now_option,
-    now_or_clock,
     print_json,
+    print_rows,
     settings,
     with_app,
 )
@@ -54,7 +54,7 @@ def send(now, as_json):
 
     Example: python cli.py send
     """
-    report = deliver_due_mail(get_db(), now_or_clock(now), echo=click.echo)
+    report = deliver_due_mail(get_db(), now, echo=click.echo)
     if as_json:
         print_json(vars(report))
     elif report.sent:
@@ -78,15 +78,13 @@ def outbox_list(status, as_json):
 
     Example: python cli.py outbox list --status failed
     """
-    rows = list_mail(get_db(), status)
-    if as_json:
-        print_json(rows)
-        return
-    for row in rows:
-        error = f"  ({row['last_error']})" if row["last_error"] and row["status"] != "sent" else ""
-        click.echo(f"{row['id']:>5}  {row['status']:<8} {row['kind']:<13} {row['to_email']}{error}")
-    if not rows:
-        click.echo("The outbox is empty." if status is None else f"No {status} mail.")
+    nothing = "The outbox is empty." if status is None else f"No {status} mail."
+    print_rows(list_mail(get_db(), status), as_json, mail_line, nothing)
+
+
+def mail_line(row: dict) -> str:
+    error = f"  ({row['last_error']})" if row["last_error"] and row["status"] != "sent" else ""
+    return f"{row['id']:>5}  {row['status']:<8} {row['kind']:<13} {row['to_email']}{error}"
 
 
 @outbox.command(name="retry")

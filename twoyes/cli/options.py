@@ -34,7 +34,11 @@ def get_db() -> sqlite_utils.Database:
 
 
 def with_app(command):
-    """Run the command inside the app, turning domain errors into one clean line."""
+    """Run the command inside the app, turning domain errors into one clean line.
+
+    A command's --now is read here, where the practice's time zone is known: the command
+    gets an aware time, the clock's when --now was not given.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -44,6 +48,8 @@ def with_app(command):
             raise click.ClickException(f"The configuration is not right: {error}") from error
         with app.app_context():
             try:
+                if "now" in kwargs:
+                    kwargs["now"] = now_or_clock(kwargs["now"])
                 return command(*args, **kwargs)
             except TwoyesError as error:
                 raise click.ClickException(str(error)) from error
@@ -120,3 +126,15 @@ def now_or_clock(now: datetime | None) -> datetime:
 
 def print_json(data) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def print_rows(rows: list[dict], as_json: bool, line, nothing: str) -> None:
+    """What a list command prints: the rows as JSON, or `line(row)` for each, or the
+    sentence `nothing` when there are none."""
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        click.echo(line(row))
+    if not rows:
+        click.echo(nothing)

@@ -15,15 +15,7 @@ import click
 from flask import render_template
 from flask_babel import force_locale, get_locale, gettext
 
-from twoyes.cli.options import (
-    get_db,
-    json_option,
-    now_option,
-    now_or_clock,
-    print_json,
-    settings,
-    with_app,
-)
+from twoyes.cli.options import get_db, json_option, now_option, print_json, settings, with_app
 from twoyes.cli.terminal import local, render_status, report_lines
 from twoyes.coach_view import get_coach, make_coach_link
 from twoyes.files import open_new_file, write_new_file
@@ -55,7 +47,7 @@ def coach_link(email, now, as_json):
 
     Example: python cli.py coach link bob@example.org
     """
-    link = make_coach_link(get_db(), email, now_or_clock(now))
+    link = make_coach_link(get_db(), email, now)
     url = f"{settings().base_url}/c/{link['token']}"
     if as_json:
         print_json({"url": url, "expires_at": link["expires_at"]})
@@ -95,8 +87,7 @@ def status(coach_email, now, as_json):
     """
     db = get_db()
     coach_id, coach = get_named_coach(db, coach_email)
-    when = now_or_clock(now)
-    data = practice_status(db, when, settings().policy, coach_id)
+    data = practice_status(db, now, settings().policy, coach_id)
     data["waiting_mail"] = summarise_waiting(db, coach_id) | {
         "no_mail_server": lacks_mail_server(settings())
     }
@@ -106,7 +97,7 @@ def status(coach_email, now, as_json):
     who = f"{coach['name']} <{coach['email']}>" if coach else "the practice"
     text = render_status(
         data,
-        when,
+        now,
         settings().zone,
         who=who,
         config_file=Path(settings().instance_path) / CONFIG_FILE,

@@ -46,9 +46,11 @@ def render_status(
     console.print()
 
     if status["open_rounds"]:
-        table = _table(console, "Open rounds: who still has to decide")
-        for header in ("Round", "Engagement", "Still to decide", "Deadline"):
-            table.add_column(header, overflow="fold")
+        table = _table(
+            console,
+            "Open rounds: who still has to decide",
+            ("Round", "Engagement", "Still to decide", "Deadline"),
+        )
         for row in status["open_rounds"]:
             deadline = local(row["deadline_at"], zone)
             if row["overdue"]:
@@ -66,9 +68,11 @@ def render_status(
     console.print()
 
     if status["drifting"]:
-        table = _table(console, "Going quiet: nothing held or planned for a while")
-        for header in ("Engagement", "Idle", "Ends as idle on"):
-            table.add_column(header, overflow="fold")
+        table = _table(
+            console,
+            "Going quiet: nothing held or planned for a while",
+            ("Engagement", "Idle", "Ends as idle on"),
+        )
         for row in status["drifting"]:
             table.add_row(
                 _engagement(row, with_coach=who == "the practice"),
@@ -84,9 +88,9 @@ def render_status(
     console.print()
 
     if status["failed_mails"]:
-        table = _table(console, "Mail that could not be delivered")
-        for header in ("Mail", "Kind", "To", "Last error"):
-            table.add_column(header, overflow="fold")
+        table = _table(
+            console, "Mail that could not be delivered", ("Mail", "Kind", "To", "Last error")
+        )
         for row in status["failed_mails"]:
             table.add_row(
                 *(
@@ -183,10 +187,13 @@ def local(moment: datetime | str, zone: ZoneInfo, *, with_time: bool = True) -> 
     return format_local(moment, "EEE d MMM y HH:mm" if with_time else "EEE d MMM y", zone, "en")
 
 
-def _table(console: Console, title: str) -> Table:
+def _table(console: Console, title: str, headers: tuple[str, ...]) -> Table:
     """A table under its own heading (a table's title would wrap at the table's width)."""
     console.print(Text(title, style="bold"))
-    return Table(box=box.SIMPLE_HEAD)
+    table = Table(box=box.SIMPLE_HEAD)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
 
 
 def _engagement(row: dict, *, with_coach: bool) -> Text:

@@ -131,36 +131,26 @@ def change_session(visit: Visit, engagement_id: int, action: str, make_change, *
     return change(visit, show, make)
 
 
-@bp.post("/c/<token>/engagements/<int:engagement_id>/plan")
+@bp.post("/c/<token>/engagements/<int:engagement_id>/<any(plan, reopen):action>")
 @limit_tokens
-def plan(token: str, engagement_id: int):
+def plan(token: str, engagement_id: int, action: str):
+    """Plan the next session; to reopen, make the ended engagement active first (the
+    come-back mail's link) and plan only when a date and time are given."""
     visit = open_visit(token)
     get_own_engagement(visit.db, visit.coach["id"], engagement_id)
-    return change_session(
-        visit,
-        engagement_id,
-        "plan",
-        lambda when: plan_own_session(
-            visit.db, visit.coach["id"], engagement_id, when.starts, when.minutes or 60, visit.now
-        ),
-    )
 
+    def make_change(when: SessionTime):
+        minutes = when.minutes or 60
+        if action == "reopen":
+            reopen_own_engagement(
+                visit.db, visit.coach["id"], engagement_id, visit.now, when.starts, minutes
+            )
+        else:
+            plan_own_session(
+                visit.db, visit.coach["id"], engagement_id, when.starts, minutes, visit.now
+            )
 
-@bp.post("/c/<token>/engagements/<int:engagement_id>/reopen")
-@limit_tokens
-def reopen(token: str, engagement_id: int):
-    """Reopen, and plan the next session when a date and time are given."""
-    visit = open_visit(token)
-    get_own_engagement(visit.db, visit.coach["id"], engagement_id)
-    return change_session(
-        visit,
-        engagement_id,
-        "reopen",
-        lambda when: reopen_own_engagement(
-            visit.db, visit.coach["id"], engagement_id, visit.now, when.starts, when.minutes or 60
-        ),
-        required=False,
-    )
+    return change_session(visit, engagement_id, action, make_change, required=action == "plan")
 
 
 @bp.post("/c/<token>/sessions/<int:session_id>/move")
