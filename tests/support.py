@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from twoyes.rounds import record_decision  # noqa: E402
 from twoyes.rules import Policy  # noqa: E402
+from twoyes.sessions import record_session_done  # noqa: E402
 from twoyes.times import to_db  # noqa: E402
 
 # The tests start "now", so that the web app (which reads the real clock) and the
@@ -155,6 +156,19 @@ def decision_id(db, round_id: int, who: str) -> int:
 def decide(db, round_id: int, who: str, now: datetime, **values) -> dict:
     """A party decides (`who` as for decision_id); `values` are record_decision's: choice=..."""
     return record_decision(db, decision_id(db, round_id, who), now, **values)
+
+
+def hold_session(
+    db, engagement: int, client: str, at: datetime, *, coach="continue", choice="continue", **more
+) -> int:
+    """A session held at `at`, and its round's answers: the coach's an hour later, the
+    client's two hours later with `more` (a choice of None: they stay silent). The round's id."""
+    _, round_id = record_session_done(db, engagement, at, POLICY)
+    if coach:
+        decide(db, round_id, "coach", at + timedelta(hours=1), choice=coach)
+    if choice:
+        decide(db, round_id, client, at + timedelta(hours=2), choice=choice, **more)
+    return round_id
 
 
 # --- the command line ------------------------------------------------------------------------

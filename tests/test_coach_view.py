@@ -26,6 +26,7 @@ from support import (
     deliver,
     dump,
     english_sentences,
+    hold_session,
     iso,
     links_in,
     ok,
@@ -107,14 +108,8 @@ def practice(app, db, smtp):
     rounds = {}
 
     def session(key, at, *, coach="continue", client="continue", **values):
-        _, round_id = record_session_done(db, ids[key], at, POLICY)
-        if coach:
-            decide(db, round_id, "coach", at + timedelta(hours=1), choice=coach)
-        if client:
-            decide(
-                db, round_id, f"{key}@example.org", at + timedelta(hours=2),
-                choice=client, **values,
-            )  # fmt: skip
+        email = f"{key}@example.org"
+        round_id = hold_session(db, ids[key], email, at, coach=coach, choice=client, **values)
         rounds.setdefault(key, []).append(round_id)
         return round_id
 
