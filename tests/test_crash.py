@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from support import ROOT, assert_invariants, serve_smtp
@@ -158,6 +159,13 @@ def closed_rounds(path) -> int:
         db.close()
 
 
+def footprint(path: Path) -> tuple:
+    """The database file and its WAL as they stand: a tick's first touch of the database
+    (opening it in WAL mode, or writing) changes this."""
+    files = (path, path.with_name(f"{path.name}-wal"))
+    return tuple(file.stat().st_mtime_ns if file.exists() else None for file in files)
+
+
 def counts(db) -> dict:
     row = db.conn.execute(
         "SELECT (SELECT count(*) FROM rounds WHERE status = 'closed'),"
@@ -188,8 +196,12 @@ def test_tick_killed_twenty_times_loses_nothing_doubles_nothing_and_the_next_tic
             while process.poll() is None and closed_rounds(path) == 0:
                 time.sleep(0.005)
         else:
-            # Within the night's work: a whole tick of it takes seconds on a 2-core machine.
-            time.sleep(rng.uniform(0.3, 1.2))
+            # Within the night's work, once it has begun: Python's start alone can take
+            # seconds on a busy 2-core machine, and a kill before it would test nothing.
+            before = footprint(path)
+            while process.poll() is None and footprint(path) == before:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.8))
         killed = None
         if process.poll() is None:
             process.kill()  # SIGKILL: no handler, no clean-up, no rollback of its own
