@@ -358,7 +358,7 @@ def _forward(db, reply: Reply, now: datetime, *, to: dict, party: dict | None) -
             "matched": party is not None,
             "sender_name": reply.sender_name or reply.sender,
             "sender_email": reply.sender,
-            "subject": reply.subject,
+            "reply_subject": reply.subject,
             "session_at": party["session_at"] if party else None,
             "title": party["title"] if party else None,
             "text": reply.full_text.strip()[:MAX_FORWARD_CHARS],

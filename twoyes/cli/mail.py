@@ -70,13 +70,13 @@ def send(now, as_json):
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 
 OUTCOMES = {
-    "duplicate": "handled before; nothing done again",
-    "machine": "written by a machine (an automatic reply or a bounce); set aside",
-    "own": "from the practice's own address; set aside",
-    "unmatched": "belongs to no decision mail; forwarded to the practice",
-    "recorded": "the answer was recorded and confirmed",
-    "refused": "the round no longer takes answers; the sender was told",
-    "unclear": "no clear answer; the sender got the links again, the coach the message",
+    "duplicate": "This message was handled before; nothing was done again.",
+    "machine": "A machine wrote this message (an automatic reply or a bounce); it was set aside.",
+    "own": "This message came from the practice's own address; it was set aside.",
+    "unmatched": "This message answers no decision mail; it was forwarded to the practice.",
+    "recorded": "The answer was recorded, and its sender gets a confirmation.",
+    "refused": "The round no longer takes answers; the sender gets a mail saying so.",
+    "unclear": "No clear answer: the sender gets the links again, the coach the message.",
 }
 
 
@@ -124,7 +124,7 @@ def inbound(from_stdin, now, as_json):
         if as_json:
             print_json(result)
         else:
-            click.echo(f"The message {OUTCOMES[result['outcome']]}.")
+            click.echo(OUTCOMES[result["outcome"]])
         return
     if not settings().inbound_imap_host:
         raise click.ClickException(

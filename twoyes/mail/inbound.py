@@ -78,7 +78,9 @@ def read_inbound(
         _make_processed_folder(imap)
         status, data = imap.uid("SEARCH", None, "UNDELETED")
         _expect(status, data, "search the folder")
-        moves = "MOVE" in imap.capabilities
+        # The capabilities after the login: a server names MOVE only to a logged-in client.
+        status, data = imap.capability()
+        moves = status == "OK" and b"MOVE" in b" ".join(data).upper().split()
         for uid in data[0].split():
             raw = _fetch(imap, uid)
             if raw is None:
@@ -114,7 +116,7 @@ def _select(imap: imaplib.IMAP4_SSL, folder: str) -> None:
 
 def _make_processed_folder(imap: imaplib.IMAP4_SSL) -> None:
     """`processed` exists after this; CREATE of an existing folder is refused, which is fine."""
-    status, data = imap.list("", PROCESSED)
+    status, data = imap.list('""', PROCESSED)
     if status == "OK" and any(item for item in data if item):
         return
     imap.create(PROCESSED)
