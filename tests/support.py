@@ -14,6 +14,7 @@ import email
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from email import policy
+from email.utils import format_datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -840,6 +842,67 @@ def submission(form: dict) -> dict[str, str]:
     return data
 
 
+# --- replies, written as mail programs write them ----------------------------------------------
+
+INBOUND = "replies@example.org"
+
+
+def decision_mail(app, db, smtp, address: str):
+    """The last mail with links delivered to an address."""
+    deliver(app, db, T0 + timedelta(minutes=1))
+    return [mail for mail in smtp.to(address) if links_in(mail)][-1]
+
+
+def reply(
+    mail,
+    text: str | None = None,
+    *,
+    html: str | None = None,
+    sender: str = "Anna de Vries <anna@example.org>",
+    subject: str | None = None,
+    headers: dict | None = None,
+    message_id: str | None = None,
+) -> bytes:
+    """A reply to `mail` as a mail program writes it: threaded by In-Reply-To and References,
+    with its own Message-ID, in text, HTML, or both."""
+    head = {
+        "From": sender,
+        "To": INBOUND,
+        "Subject": subject if subject is not None else f"Re: {mail['Subject']}",
+        "Date": format_datetime(T0 + timedelta(hours=1)),
+        "Message-ID": message_id or f"<{secrets.token_hex(8)}@mail.example.net>",
+        "In-Reply-To": mail["Message-ID"],
+        "References": mail["Message-ID"],
+        "MIME-Version": "1.0",
+    } | (headers or {})
+    lines = [f"{name}: {value}" for name, value in head.items()]
+    if html is not None and text is not None:
+        lines += [
+            'Content-Type: multipart/alternative; boundary="b1"',
+            "",
+            "--b1",
+            'Content-Type: text/plain; charset="utf-8"',
+            "",
+            text,
+            "--b1",
+            'Content-Type: text/html; charset="utf-8"',
+            "",
+            html,
+            "--b1--",
+        ]
+    elif html is not None:
+        lines += ['Content-Type: text/html; charset="utf-8"', "", html]
+    else:
+        lines += ['Content-Type: text/plain; charset="utf-8"', "", text or ""]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def choice_of(db, round_id: int, email: str) -> str | None:
+    return db.conn.execute(
+        "SELECT choice FROM round_parties WHERE round_id = ? AND email = ?", [round_id, email]
+    ).fetchone()[0]
+
+
 # --- a real IMAP server ----------------------------------------------------------------------
 
 DOVECOT_CONF = """
@@ -855,10 +918,10 @@ default_login_user = {login_user}
 default_internal_user = {internal_user}
 default_internal_group = {internal_group}
 first_valid_uid = {uid}
-mail_location = maildir:{mail}/%u
+mail_location = maildir:{mail}/%u/Maildir
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {folder}/passwd
+  args = scheme=PLAIN username_format=%u {mail}/passwd
 }}
 userdb {{
   driver = static
@@ -947,10 +1010,10 @@ def serve_imap(folder: Path):
         check=True,
         capture_output=True,
     )  # fmt: skip
-    (folder / "passwd").write_text(f"{Mailbox.user}:{{PLAIN}}{Mailbox.password}::::::\n")
     if os.getuid() == 0:
         # Dovecot runs no login process and no mailbox as root: its own users do, and they
-        # cannot reach into pytest's private folders, so the mail lives in a folder of theirs.
+        # cannot reach into pytest's private folders, so the mail and the password file live
+        # in a folder of theirs.
         owner = pwd.getpwnam("dovecot")
         login_user, internal_user, internal_group = "dovenull", "dovecot", "dovecot"
     else:
@@ -958,7 +1021,9 @@ def serve_imap(folder: Path):
         login_user = internal_user = owner.pw_name
         internal_group = owner.pw_name if _group_exists(owner.pw_name) else str(owner.pw_gid)
     mail = Path(tempfile.mkdtemp(prefix="twoyes-imap-"))
-    os.chown(mail, owner.pw_uid, owner.pw_gid)
+    (mail / "passwd").write_text(f"{Mailbox.user}:{{PLAIN}}{Mailbox.password}::::::\n")
+    for path in (mail, mail / "passwd"):
+        os.chown(path, owner.pw_uid, owner.pw_gid)
     port = free_port()
     (folder / "dovecot.conf").write_text(
         DOVECOT_CONF.format(
@@ -983,6 +1048,7 @@ def serve_imap(folder: Path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+        server.stderr.close()
         shutil.rmtree(mail, ignore_errors=True)
 
 

@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import subprocess
 import sys
 from datetime import timedelta
-from email.utils import format_datetime
 
 import pytest
 from click.testing import CliRunner
-from support import POLICY, ROOT, T0, cli_env, deliver, dump, links_in, outbox_rows, rows, text_of
+from support import (
+    INBOUND,
+    POLICY,
+    ROOT,
+    T0,
+    choice_of,
+    cli_env,
+    decision_mail,
+    deliver,
+    dump,
+    links_in,
+    outbox_rows,
+    reply,
+    rows,
+    text_of,
+)
 
 from twoyes.cli import cli
 from twoyes.engagements import start_engagement
@@ -29,7 +42,6 @@ from twoyes.sessions import record_session_done
 from twoyes.settings import ConfigError, load_settings
 from twoyes.web import create_app
 
-INBOUND = "replies@example.org"
 DAY = timedelta(days=1)
 
 
@@ -46,56 +58,6 @@ def held(db, engagement):
     return round_id
 
 
-def decision_mail(app, db, smtp, address: str):
-    """The last mail with links delivered to an address."""
-    deliver(app, db, T0 + timedelta(minutes=1))
-    return [mail for mail in smtp.to(address) if links_in(mail)][-1]
-
-
-def reply(
-    mail,
-    text: str | None = None,
-    *,
-    html: str | None = None,
-    sender: str = "Anna de Vries <anna@example.org>",
-    subject: str | None = None,
-    headers: dict | None = None,
-    message_id: str | None = None,
-) -> bytes:
-    """A reply to `mail` as a mail program writes it: threaded by In-Reply-To and References,
-    with its own Message-ID, in text, HTML, or both."""
-    head = {
-        "From": sender,
-        "To": INBOUND,
-        "Subject": subject if subject is not None else f"Re: {mail['Subject']}",
-        "Date": format_datetime(T0 + timedelta(hours=1)),
-        "Message-ID": message_id or f"<{secrets.token_hex(8)}@mail.example.net>",
-        "In-Reply-To": mail["Message-ID"],
-        "References": mail["Message-ID"],
-        "MIME-Version": "1.0",
-    } | (headers or {})
-    lines = [f"{name}: {value}" for name, value in head.items()]
-    if html is not None and text is not None:
-        lines += [
-            'Content-Type: multipart/alternative; boundary="b1"',
-            "",
-            "--b1",
-            'Content-Type: text/plain; charset="utf-8"',
-            "",
-            text,
-            "--b1",
-            'Content-Type: text/html; charset="utf-8"',
-            "",
-            html,
-            "--b1--",
-        ]
-    elif html is not None:
-        lines += ['Content-Type: text/html; charset="utf-8"', "", html]
-    else:
-        lines += ['Content-Type: text/plain; charset="utf-8"', "", text or ""]
-    return "\r\n".join(lines).encode("utf-8")
-
-
 def quoted(mail) -> str:
     """The decision mail's text as a reply quotes it."""
     return "\n".join(f"> {line}" for line in text_of(mail).splitlines())
@@ -103,12 +65,6 @@ def quoted(mail) -> str:
 
 def handle(app, db, raw: bytes, now=None) -> dict:
     return handle_message(db, raw, now or T0 + timedelta(hours=1), app.extensions["twoyes"])
-
-
-def choice_of(db, round_id: int, email: str) -> str | None:
-    return db.conn.execute(
-        "SELECT choice FROM round_parties WHERE round_id = ? AND email = ?", [round_id, email]
-    ).fetchone()[0]
 
 
 def queued(db, kind: str) -> list[dict]:

@@ -76,12 +76,12 @@ def read_inbound(
     try:
         _select(imap, settings.inbound_imap_folder)
         _make_processed_folder(imap)
-        status, data = imap.uid("SEARCH", None, "UNDELETED")
-        _expect(status, data, "search the folder")
         # The capabilities after the login: a server names MOVE only to a logged-in client.
-        status, data = imap.capability()
-        moves = status == "OK" and b"MOVE" in b" ".join(data).upper().split()
-        for uid in data[0].split():
+        status, named = imap.capability()
+        moves = status == "OK" and b"MOVE" in b" ".join(named).upper().split()
+        status, found = imap.uid("SEARCH", None, "UNDELETED")
+        _expect(status, found, "search the folder")
+        for uid in found[0].split():
             raw = _fetch(imap, uid)
             if raw is None:
                 continue  # gone meanwhile: another run took it
