@@ -567,6 +567,12 @@ class Ledger:
         reminded = Counter(
             event["detail"]["decision_id"] for event in self.events["reminder_queued"]
         )
+        # A reply that could not be read gave its party their links again (issue 18).
+        asked_again = Counter(
+            event["detail"]["decision_id"]
+            for event in self.events["reply_handled"]
+            if event["detail"]["outcome"] == "unclear"
+        )
         accounted: set[int] = set()
         for round_id, round_ in self.rounds.items():
             engagement_id = round_["engagement_id"]
@@ -579,7 +585,7 @@ class Ledger:
                 got = to.pop(party["email"], 0)
                 if got != 1 and not (got == 0 and self.removed_since(party, round_["opened_at"])):
                     self.say(f"round {round_id}: {party['email']} has {got} decision mails")
-                wanted = 2 if party["reminded_at"] else 1
+                wanted = (2 if party["reminded_at"] else 1) + asked_again[party["id"]]
                 if self.tokens[party["id"]] != wanted:
                     self.say(f"decision {party['id']} has not {wanted} tokens")
                 if not party["reminded_at"]:

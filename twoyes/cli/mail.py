@@ -3,6 +3,7 @@ and `outbox retry`."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def send(now, as_json):
         sys.exit(1)
 
 
+EX_TEMPFAIL = 75  # sysexits.h: a mail server delivering by pipe tries again later
+
 # A message larger than this is no reply to a decision mail; a pipe sends it whole or not at all.
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 
@@ -120,7 +123,12 @@ def inbound(from_stdin, now, as_json):
                 "The message is larger than 25 MB, so it is no reply to a decision mail;"
                 " nothing was done."
             )
-        result = handle_message(get_db(), raw, when, settings())
+        try:
+            result = handle_message(get_db(), raw, when, settings())
+        except sqlite3.Error as error:
+            # EX_TEMPFAIL: the mail server keeps the message and offers it again later.
+            click.echo(f"The database could not take the message now: {error}.", err=True)
+            sys.exit(EX_TEMPFAIL)
         if as_json:
             print_json(result)
         else:
