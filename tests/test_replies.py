@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -493,3 +494,30 @@ def test_a_tick_without_an_inbound_mailbox_loads_no_imap(settings):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_init_upgrades_an_outbox_that_knows_no_reply_mail(run, app, db, smtp, held):
+    from twoyes import db as database
+
+    mail = decision_mail(app, db, smtp, "anna@example.org")
+    kept = [tuple(row) for row in db.conn.execute("SELECT * FROM outbox ORDER BY id")]
+    # Back to version 7: the outbox of version 5, which knows no mail about a reply.
+    for statement in (
+        database.OUTBOX_V5.format(name="outbox_v7"),
+        "INSERT INTO outbox_v7 SELECT * FROM outbox",
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_v7 RENAME TO outbox",
+        "PRAGMA user_version = 7",
+    ):
+        db.conn.execute(statement)
+    before = dump(db)
+    with pytest.raises(sqlite3.IntegrityError):  # the old CHECK knows no confirmation
+        handle(app, db, reply(mail, "yes"))
+    assert dump(db) == before  # and the reply left nothing behind
+
+    result = run("init")
+
+    assert result.exit_code == 0, result.output
+    assert f"from version 7 to {database.SCHEMA_VERSION}" in result.stdout
+    assert [tuple(row) for row in db.conn.execute("SELECT * FROM outbox ORDER BY id")] == kept
+    assert handle(app, db, reply(mail, "yes"))["outcome"] == "recorded"
