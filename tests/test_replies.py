@@ -27,6 +27,7 @@ from support import (
     decision_mail,
     deliver,
     dump,
+    html_of,
     links_in,
     outbox_rows,
     reply,
@@ -251,7 +252,8 @@ def test_a_reply_to_the_reminder_counts(app, db, smtp, held):
 def test_an_unclear_reply_gets_the_links_again_and_reaches_the_coach(app, db, smtp, held, text):
     mail = decision_mail(app, db, smtp, "anna@example.org")
 
-    result = handle(app, db, reply(mail, text))
+    written = f"{text}\n\nOn Thu, 3 Dec 2026 at 10:00, Practice wrote:\n{quoted(mail)}"
+    result = handle(app, db, reply(mail, written))
 
     assert result["outcome"] == "unclear"
     assert choice_of(db, held, "anna@example.org") is None
@@ -267,6 +269,9 @@ def test_an_unclear_reply_gets_the_links_again_and_reaches_the_coach(app, db, sm
     assert forward["Subject"] == "A reply from Anna de Vries"
     assert forward["Reply-To"].addresses[0].addr_spec == "anna@example.org"
     assert text.splitlines()[0] in text_of(forward)
+    # The quoted mail's links act for Anna: they never reach her coach.
+    assert "/d/" not in text_of(forward) and "/d/" not in html_of(forward)
+    assert "Another session would be useful" in text_of(forward)
 
     # A clear reply to the second mail is read like one to the first.
     assert handle(app, db, reply(again, "stop"))["outcome"] == "recorded"

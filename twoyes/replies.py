@@ -82,6 +82,10 @@ SENT_FROM = re.compile(
     re.IGNORECASE,
 )
 
+# A link of ours with its token, as a quoted mail carries it: never forwarded, since it acts
+# for the party it was sent to (a coach must not get their client's Continue and Stop).
+LINK_WITH_TOKEN = re.compile(r"\S*/[dbc]/[A-Za-z0-9_-]{43}\S*")
+
 NOT_COUNTED_CLOSED = N_("This round is closed already; your answer was not needed any more.")
 NOT_COUNTED_LATE = N_(
     "The deadline for this round has passed, so your answer could not be counted."
@@ -342,7 +346,8 @@ def _why_not_counted(party: dict, now: datetime) -> str | None:
 
 
 def _forward(db, reply: Reply, now: datetime, *, to: dict, party: dict | None) -> None:
-    """The message, as text, to the coach (a party's unreadable reply) or the practice."""
+    """The message, as text, to the coach (a party's unreadable reply) or the practice; the
+    quoted mail's links are taken out."""
     queue_mail(
         db,
         "reply_forward",
@@ -361,7 +366,7 @@ def _forward(db, reply: Reply, now: datetime, *, to: dict, party: dict | None) -
             "reply_subject": reply.subject,
             "session_at": party["session_at"] if party else None,
             "title": party["title"] if party else None,
-            "text": reply.full_text.strip()[:MAX_FORWARD_CHARS],
+            "text": LINK_WITH_TOKEN.sub("[…]", reply.full_text.strip()[:MAX_FORWARD_CHARS]),
         },
     )
 
