@@ -400,6 +400,25 @@ def test_the_same_reply_twice_is_handled_once(app, db, smtp, held):
     assert len(queued(db, "reply_recorded")) == 1
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x00\xff\xfe not a mail at all",
+        b"From: Anna <anna@example.org>\r\nReferences: " + b"<x@y> " * 5000 + b"\r\n\r\nstop",
+        b"From: Anna <anna@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n%%% not base64 \xff\r\n",
+        b"From: =?utf-8?b?broken?= <\r\nSubject: =?x-unknown?q?Re?=\r\n\r\nyes",
+    ],
+    ids=["garbage", "a huge References", "a broken body", "broken headers"],
+)
+def test_a_malformed_message_is_handled_without_an_error(app, db, smtp, held, raw):
+    result = handle(app, db, raw)
+
+    assert result["outcome"] in ("machine", "unmatched")
+    assert choice_of(db, held, "anna@example.org") is None
+    assert handle(app, db, raw)["outcome"] == "duplicate"
+
+
 # --- reading the answer -----------------------------------------------------------------------
 
 

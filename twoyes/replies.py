@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import email
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -120,7 +121,7 @@ def handle_message(
     """Handle one message from the inbound mailbox, exactly once; returns what was done.
 
     `outcome` is one of: duplicate, machine, own, unmatched, recorded, refused, unclear.
-    Bytes that are no mail at all are handled as a message without a thread: forwarded.
+    Bytes that are no mail at all name no sender: they are set aside, like a machine's.
     """
     reply = read_message(raw)
     with transaction(db):
@@ -300,17 +301,13 @@ def find_party(db: sqlite_utils.Database, reply: Reply) -> dict | None:
     rows = db.conn.execute(
         "SELECT decision_id FROM reply_threads"
         " WHERE hash IN (SELECT value FROM json_each(?)) ORDER BY created_at DESC",
-        [_json_list(reply.threads)],
+        [json.dumps(reply.threads)],
     ).fetchall()
     for (decision_id,) in rows:
         party = db.conn.execute(PARTY, [decision_id]).fetchone()
         if party is not None and party["email"].lower() == reply.sender.lower():
             return dict(party)
     return None
-
-
-def _json_list(values: list[str]) -> str:
-    return "[" + ",".join(f'"{value}"' for value in values) + "]"  # hex digests only
 
 
 def own_addresses(settings: Settings) -> set[str]:
