@@ -197,3 +197,18 @@ def test_killed_between_commit_and_move_the_next_run_has_no_second_effect(
         " (SELECT count(*) FROM events WHERE kind = 'decision_recorded')"
     ).fetchone()
     assert tuple(counts) == (1, 1)
+
+
+def test_check_tries_the_inbound_mailbox(app, db, mailbox, env, monkeypatch):
+    trusted = invoke("check", "--json")
+    monkeypatch.setenv("TWOYES_INBOUND_IMAP_CA_FILE", "")
+    untrusted = invoke("check", "--json")
+
+    def verdict(result) -> dict:
+        return next(row for row in json.loads(result.output) if row["check"] == "inbound mailbox")
+
+    assert verdict(trusted)["ok"], trusted.output
+    assert "TLS verified, folder INBOX" in verdict(trusted)["message"]
+    assert not verdict(untrusted)["ok"]
+    assert "certificate does not verify" in verdict(untrusted)["message"]
+    assert untrusted.exit_code == 1

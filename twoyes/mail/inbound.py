@@ -61,6 +61,22 @@ def open_imap(settings: Settings) -> imaplib.IMAP4_SSL:
     return imap
 
 
+def check_mailbox(settings: Settings) -> str:
+    """What `check` says of a mailbox that works: reached, verified, logged in, its folder
+    there; InboundError when not. Nothing is read or moved."""
+    imap = open_imap(settings)
+    try:
+        _select(imap, settings.inbound_imap_folder, readonly=True)
+    except (imaplib.IMAP4.error, OSError) as error:
+        raise InboundError(f"The inbound mailbox could not be read: {error}") from error
+    finally:
+        _close(imap)
+    return (
+        f"{settings.inbound_imap_username} at {settings.inbound_imap_host}:"
+        f"{settings.inbound_imap_port} (TLS verified, folder {settings.inbound_imap_folder})"
+    )
+
+
 def read_inbound(
     db: sqlite_utils.Database,
     now: datetime,
@@ -106,8 +122,8 @@ def read_inbound(
     return report
 
 
-def _select(imap: imaplib.IMAP4_SSL, folder: str) -> None:
-    status, data = imap.select(_quoted(folder))
+def _select(imap: imaplib.IMAP4_SSL, folder: str, readonly: bool = False) -> None:
+    status, data = imap.select(_quoted(folder), readonly=readonly)
     if status != "OK":
         raise InboundError(
             f"The inbound mailbox has no folder {folder!r} (INBOUND_IMAP_FOLDER): {data!r}"
