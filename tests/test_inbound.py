@@ -8,6 +8,7 @@ also when the process is killed between the two.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -135,24 +136,43 @@ class Gate:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.closed = threading.Event()
-        threading.Thread(target=self.accept, daemon=True).start()
+        self.sockets = [self.listener]
+        self.threads = [threading.Thread(target=self.accept, daemon=True)]
+        self.threads[0].start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self.threads:
+            thread.join(10)
 
     def committed(self) -> bool:
-        with sqlite3.connect(self.database) as connection:
+        with contextlib.closing(sqlite3.connect(self.database)) as connection:
             return connection.execute("SELECT count(*) FROM inbound_messages").fetchone()[0] > 0
 
     def accept(self) -> None:
-        client, _ = self.listener.accept()
-        server = socket.create_connection(("127.0.0.1", self.target_port))
-        threading.Thread(target=self.pipe, args=(server, client, False), daemon=True).start()
-        self.pipe(client, server, True)
+        with contextlib.suppress(OSError):
+            client, _ = self.listener.accept()
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, server]
+            back = threading.Thread(target=self.pipe, args=(server, client, False), daemon=True)
+            self.threads.append(back)
+            back.start()
+            self.pipe(client, server, True)
 
     def pipe(self, source, target, gated: bool) -> None:
-        while data := source.recv(65536):
-            if gated and self.committed():
-                self.closed.set()
-                return
-            target.sendall(data)
+        # A killed client, or the gate closing at the end, ends the relay.
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if gated and self.committed():
+                    self.closed.set()
+                    return
+                target.sendall(data)
 
 
 @pytest.mark.slow
@@ -161,19 +181,19 @@ def test_killed_between_commit_and_move_the_next_run_has_no_second_effect(
 ):
     mail = decision_mail(app, db, smtp, "anna@example.org")
     mailbox.deliver(reply(mail, "yes", message_id="<killed@mail.example.net>"))
-    gate = Gate(mailbox.port, settings["DATABASE"])
     keys = {key: str(value) for key, value in settings.items() if key.startswith("INBOUND_")}
-    environment = cli_env(settings, **keys) | {"TWOYES_INBOUND_IMAP_PORT": str(gate.port)}
-    run = subprocess.Popen(
-        [sys.executable, "cli.py", "inbound"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert gate.closed.wait(60), run.communicate(timeout=5)
-    os.kill(run.pid, signal.SIGKILL)
-    run.communicate(timeout=10)
+    with Gate(mailbox.port, settings["DATABASE"]) as gate:
+        environment = cli_env(settings, **keys) | {"TWOYES_INBOUND_IMAP_PORT": str(gate.port)}
+        run = subprocess.Popen(
+            [sys.executable, "cli.py", "inbound"],
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert gate.closed.wait(60), run.communicate(timeout=5)
+        os.kill(run.pid, signal.SIGKILL)
+        run.communicate(timeout=10)
 
     # Killed after the commit, before the move: recorded, and still in the folder.
     assert choice_of(db, held, "anna@example.org") == "continue"

@@ -20,7 +20,6 @@ from twoyes.cli.options import (
 )
 from twoyes.mail.delivery import deliver_due_mail
 from twoyes.outbox import list_mail, retry_mail
-from twoyes.replies import handle_message
 from twoyes.settings import CONFIG_FILE
 from twoyes.times import utcnow
 
@@ -113,6 +112,8 @@ def inbound(from_stdin, now, as_json):
     Example: python cli.py inbound
     Example: python cli.py inbound --stdin < reply.eml
     """
+    from twoyes.replies import handle_message  # here only: other commands need none of it
+
     when = now_or_clock(now)
     if from_stdin:
         raw = sys.stdin.buffer.read(MAX_MESSAGE_BYTES + 1)
