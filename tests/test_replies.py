@@ -125,6 +125,7 @@ def test_gmail_yes_on_the_first_line_records_continue_and_confirms(app, db, smtp
     assert json.loads(event["detail"])["via"] == "reply"
     (confirmation,) = queued(db, "reply_recorded")
     assert confirmation["to_email"] == "anna@example.org"
+    assert not queued(db, "reply_forward")  # "Yes!" says nothing more for the coach
     smtp.clear()
     deliver(app, db, T0 + timedelta(hours=2))
     (sent,) = smtp.to("anna@example.org")
@@ -157,6 +158,7 @@ def test_outlook_stop_with_its_header_block_records_stop(app, db, smtp, held):
         "outcome": "stop",
     }
     assert [row["to_email"] for row in queued(db, "reply_recorded")] == ["anna@example.org"]
+    assert not queued(db, "reply_forward")
 
 
 def test_apple_mail_in_dutch_records_doorgaan(app, db, smtp):
@@ -207,6 +209,21 @@ def test_a_signature_with_stop_in_it_does_not_count(app, db, smtp, held):
     assert handle(app, db, reply(mail, signed))["outcome"] == "recorded"
 
     assert choice_of(db, held, "anna@example.org") == "continue"
+
+
+def test_an_answer_with_more_to_say_is_recorded_and_the_rest_reaches_the_coach(app, db, smtp, held):
+    mail = decision_mail(app, db, smtp, "anna@example.org")
+    written = "Yes! See you Tuesday, I will bring the report.\n\nAnna"
+
+    assert handle(app, db, reply(mail, written))["outcome"] == "recorded"
+
+    assert choice_of(db, held, "anna@example.org") == "continue"
+    smtp.clear()
+    deliver(app, db, T0 + timedelta(hours=2))
+    (forward,) = smtp.to("bob@example.org")
+    assert "and their answer was recorded" in text_of(forward)
+    assert "I will bring the report" in text_of(forward)
+    assert forward["Reply-To"].addresses[0].addr_spec == "anna@example.org"
 
 
 def test_the_coach_can_answer_by_reply(app, db, smtp, held):

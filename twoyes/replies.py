@@ -57,6 +57,12 @@ ANSWERS = {
 # A word that turns an answer around ("I don't want to stop") makes the reply one for a person.
 NEGATIONS = frozenset({"not", "don", "dont", "didn", "never", "niet", "geen", "nooit", "nog niet"})
 WORD = re.compile(r"[^\W\d_]+")
+# Words around an answer that say nothing more: a reply of only these and names is answered.
+COURTESY = frozenset(
+    "please thanks thank you very much kind regards best wishes cheers hi hello dear ok okay "
+    "sure graag dank je jullie wel bedankt groet groeten hartelijke vriendelijke met hoi hallo "
+    "beste prima oke doei x xx".split()
+)
 # An answer is short: more than this many words is a message, for the coach to read.
 MAX_WORDS = 40
 # What is forwarded of a message, at most (a pasted document is cut, not lost: the coach asks).
@@ -171,8 +177,7 @@ def _handle(db, reply: Reply, now: datetime, settings: Settings) -> dict:
         # A coach reading their own words back would learn nothing: only a client's go on.
         forwarded = party["role"] == "client"
         if forwarded:
-            coach = {"name": party["coach_name"], "email": party["coach_email"]}
-            _forward(db, reply, now, to=coach | {"lang": party["coach_lang"]}, party=party)
+            _forward(db, reply, now, to=_coach_of(party), party=party)
         _queue_unclear(db, party, now, forwarded=forwarded)
         return facts | {"outcome": "unclear"}
     try:
@@ -182,7 +187,24 @@ def _handle(db, reply: Reply, now: datetime, settings: Settings) -> dict:
         _queue_refused(db, party, list(error.parts), now)
         return facts | {"outcome": "refused"}
     _queue_party_mail(db, "reply_recorded", party, now, {"choice": choice})
+    if party["role"] == "client" and says_more(reply, party):
+        # "Yes! See you Tuesday, I will bring the report": the answer counts, the rest is
+        # for the coach, so no word of a client is lost.
+        _forward(db, reply, now, to=_coach_of(party), party=party, recorded=True)
     return facts | {"outcome": "recorded"}
+
+
+def _coach_of(party: dict) -> dict:
+    return {"name": party["coach_name"], "email": party["coach_email"], "lang": party["coach_lang"]}
+
+
+def says_more(reply: Reply, party: dict) -> bool:
+    """Whether a reply holds words besides its answer, greetings and names."""
+    known = COURTESY | set(_spaced(" ".join(ANSWERS["continue"] + ANSWERS["stop"])).split())
+    known |= set(
+        _spaced(f"{party['name']} {party['call_name'] or ''} {party['coach_name']}").split()
+    )
+    return len([word for word in _spaced(reply.text).split() if word not in known]) >= 3
 
 
 def read_message(raw: bytes) -> Reply:
@@ -342,9 +364,11 @@ def _why_not_counted(party: dict, now: datetime) -> str | None:
     return None
 
 
-def _forward(db, reply: Reply, now: datetime, *, to: dict, party: dict | None) -> None:
-    """The message, as text, to the coach (a party's unreadable reply) or the practice; the
-    quoted mail's links are taken out."""
+def _forward(
+    db, reply: Reply, now: datetime, *, to: dict, party: dict | None, recorded: bool = False
+) -> None:
+    """The message, as text, to the coach (a party's reply that was unclear or said more
+    than its answer) or the practice; the quoted mail's links are taken out."""
     queue_mail(
         db,
         "reply_forward",
@@ -358,6 +382,7 @@ def _forward(db, reply: Reply, now: datetime, *, to: dict, party: dict | None) -
             "name": to["name"],
             "call_name": None,
             "matched": party is not None,
+            "recorded": recorded,
             "sender_name": reply.sender_name or reply.sender,
             "sender_email": reply.sender,
             "reply_subject": reply.subject,
