@@ -1,4 +1,4 @@
--- twoyes schema, version 5.
+-- twoyes schema, version 8.
 --
 -- The one source of the schema: `python cli.py init` applies the numbered
 -- upgrades in db.py up to PRAGMA user_version, then runs this file on every
@@ -145,11 +145,12 @@ CREATE INDEX IF NOT EXISTS tokens_coach_view
 
 -- Mail written by the system, waiting for delivery. `context` holds what the
 -- templates need, links included, until delivery; then the links are wiped.
--- (db.UPGRADES[5] repeats this shape: change both together.)
+-- (db.UPGRADES[8] repeats this shape: change both together.)
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL
-        CHECK (kind IN ('decision', 'reminder', 'outcome', 'welcome_back', 'sign_in')),
+        CHECK (kind IN ('decision', 'reminder', 'outcome', 'welcome_back', 'sign_in',
+                        'reply_recorded', 'reply_unclear', 'reply_refused', 'reply_forward')),
     engagement_id INTEGER REFERENCES engagements (id),
     to_name TEXT NOT NULL,
     to_email TEXT NOT NULL,
@@ -171,6 +172,26 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 CREATE INDEX IF NOT EXISTS outbox_due
     ON outbox (next_attempt_at) WHERE status IN ('queued', 'sending');
+
+-- A reply to a decision or reminder mail names that mail's Message-ID, 128 random bits as
+-- hard to guess as a link: only its SHA-256 is kept, with the party it was written to
+-- (replies.py). No foreign key: a removed member's decision goes, and a reply to its mail
+-- then belongs to nobody.
+CREATE TABLE IF NOT EXISTS reply_threads (
+    hash TEXT PRIMARY KEY,
+    decision_id INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Every message read from the inbound mailbox, by the SHA-256 of its own Message-ID (of its
+-- bytes when it has none), written in the transaction that handled it: a message read
+-- again (a crash before it was moved, the same mail delivered twice) has no second effect.
+CREATE TABLE IF NOT EXISTS inbound_messages (
+    hash TEXT PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    decision_id INTEGER
+) WITHOUT ROWID;
 
 -- The append-only log of every state change. Its detail holds ids, never a
 -- name or an address; only a web decision's `ip` and `user_agent` are about a

@@ -14,6 +14,7 @@ import email
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from email import policy
+from email.utils import format_datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -579,6 +581,12 @@ class Ledger:
         reminded = Counter(
             event["detail"]["decision_id"] for event in self.events["reminder_queued"]
         )
+        # A reply that could not be read gave its party their links again (issue 18).
+        asked_again = Counter(
+            event["detail"]["decision_id"]
+            for event in self.events["reply_handled"]
+            if event["detail"]["outcome"] == "unclear"
+        )
         accounted: set[int] = set()
         for round_id, round_ in self.rounds.items():
             engagement_id = round_["engagement_id"]
@@ -591,7 +599,7 @@ class Ledger:
                 got = to.pop(party["email"], 0)
                 if got != 1 and not (got == 0 and self.removed_since(party, round_["opened_at"])):
                     self.say(f"round {round_id}: {party['email']} has {got} decision mails")
-                wanted = 2 if party["reminded_at"] else 1
+                wanted = (2 if party["reminded_at"] else 1) + asked_again[party["id"]]
                 if self.tokens[party["id"]] != wanted:
                     self.say(f"decision {party['id']} has not {wanted} tokens")
                 if not party["reminded_at"]:
@@ -852,3 +860,237 @@ def submission(form: dict) -> dict[str, str]:
     for name, area in form["textareas"].items():
         data[name] = area["text"]
     return data
+
+
+# --- replies, written as mail programs write them ----------------------------------------------
+
+INBOUND = "replies@example.org"
+
+
+def decision_mail(app, db, smtp, address: str):
+    """The last mail with links delivered to an address."""
+    deliver(app, db, T0 + timedelta(minutes=1))
+    return [mail for mail in smtp.to(address) if links_in(mail)][-1]
+
+
+def reply(
+    mail,
+    text: str | None = None,
+    *,
+    html: str | None = None,
+    sender: str = "Anna de Vries <anna@example.org>",
+    subject: str | None = None,
+    headers: dict | None = None,
+    message_id: str | None = None,
+) -> bytes:
+    """A reply to `mail` as a mail program writes it: threaded by In-Reply-To and References,
+    with its own Message-ID, in text, HTML, or both."""
+    head = {
+        "From": sender,
+        "To": INBOUND,
+        "Subject": subject if subject is not None else f"Re: {mail['Subject']}",
+        "Date": format_datetime(T0 + timedelta(hours=1)),
+        "Message-ID": message_id or f"<{secrets.token_hex(8)}@mail.example.net>",
+        "In-Reply-To": mail["Message-ID"],
+        "References": mail["Message-ID"],
+        "MIME-Version": "1.0",
+    } | (headers or {})
+    lines = [f"{name}: {value}" for name, value in head.items()]
+    if html is not None and text is not None:
+        lines += [
+            'Content-Type: multipart/alternative; boundary="b1"',
+            "",
+            "--b1",
+            'Content-Type: text/plain; charset="utf-8"',
+            "",
+            text,
+            "--b1",
+            'Content-Type: text/html; charset="utf-8"',
+            "",
+            html,
+            "--b1--",
+        ]
+    elif html is not None:
+        lines += ['Content-Type: text/html; charset="utf-8"', "", html]
+    else:
+        lines += ['Content-Type: text/plain; charset="utf-8"', "", text or ""]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def choice_of(db, round_id: int, email: str) -> str | None:
+    return db.conn.execute(
+        "SELECT choice FROM round_parties WHERE round_id = ? AND email = ?", [round_id, email]
+    ).fetchone()[0]
+
+
+# --- a real IMAP server ----------------------------------------------------------------------
+
+DOVECOT_CONF = """
+base_dir = {folder}/run
+state_dir = {folder}/state
+log_path = {folder}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+ssl_cert = <{folder}/cert.pem
+ssl_key = <{folder}/key.pem
+default_login_user = {login_user}
+default_internal_user = {internal_user}
+default_internal_group = {internal_group}
+first_valid_uid = {uid}
+mail_location = maildir:{mail}/%u/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {mail}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={mail}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = {port}
+    ssl = yes
+  }}
+}}
+"""
+
+
+class Mailbox:
+    """The test IMAP server's one mailbox: put messages in, see which folder holds them."""
+
+    user = "replies"
+    password = "a-test-password"  # noqa: S105 (a throwaway server's)
+
+    def __init__(self, port: int, ca_file: Path, folder: Path) -> None:
+        self.port, self.ca_file, self.folder = port, ca_file, folder
+
+    def settings(self) -> dict:
+        """The INBOUND_ settings that read this mailbox."""
+        return {
+            "INBOUND_IMAP_HOST": "127.0.0.1",
+            "INBOUND_IMAP_PORT": self.port,
+            "INBOUND_IMAP_USERNAME": self.user,
+            "INBOUND_IMAP_PASSWORD": self.password,
+            "INBOUND_IMAP_CA_FILE": str(self.ca_file),
+        }
+
+    def connect(self):
+        import imaplib
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        imap = imaplib.IMAP4_SSL("127.0.0.1", self.port, ssl_context=context, timeout=10)
+        imap.login(self.user, self.password)
+        return imap
+
+    def deliver(self, *messages: bytes, folder: str = "INBOX") -> None:
+        imap = self.connect()
+        try:
+            for message in messages:
+                status, data = imap.append(folder, None, None, message)
+                assert status == "OK", data
+        finally:
+            imap.logout()
+
+    def message_ids(self, folder: str) -> list[str]:
+        """The Message-ID of every message in a folder ([] when there is no such folder)."""
+        imap = self.connect()
+        try:
+            status, _ = imap.select(folder, readonly=True)
+            if status != "OK":
+                return []
+            _, data = imap.uid("SEARCH", None, "ALL")
+            found = []
+            for uid in data[0].split():
+                _, parts = imap.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+                header = email.message_from_bytes(parts[0][1], policy=policy.default)
+                found.append(str(header["Message-ID"]).strip())
+            return found
+        finally:
+            imap.logout()
+
+
+@contextlib.contextmanager
+def serve_imap(folder: Path):
+    """Debian's dovecot on 127.0.0.1, on a free port, with its own configuration in `folder`:
+    one user, maildir storage, and TLS with a certificate made here (the Mailbox's ca_file)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem"),
+         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    if os.getuid() == 0:
+        # Dovecot runs no login process and no mailbox as root: its own users do, and they
+        # cannot reach into pytest's private folders, so the mail and the password file live
+        # in a folder of theirs.
+        owner = pwd.getpwnam("dovecot")
+        login_user, internal_user, internal_group = "dovenull", "dovecot", "dovecot"
+    else:
+        owner = pwd.getpwuid(os.getuid())
+        login_user = internal_user = owner.pw_name
+        internal_group = owner.pw_name if _group_exists(owner.pw_name) else str(owner.pw_gid)
+    mail = Path(tempfile.mkdtemp(prefix="twoyes-imap-"))
+    (mail / "passwd").write_text(f"{Mailbox.user}:{{PLAIN}}{Mailbox.password}::::::\n")
+    for path in (mail, mail / "passwd"):
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    port = free_port()
+    (folder / "dovecot.conf").write_text(
+        DOVECOT_CONF.format(
+            folder=folder,
+            mail=mail,
+            port=port,
+            uid=owner.pw_uid,
+            gid=owner.pw_gid,
+            login_user=login_user,
+            internal_user=internal_user,
+            internal_group=internal_group,
+        )
+    )
+    server = subprocess.Popen(
+        ["/usr/sbin/dovecot", "-F", "-c", str(folder / "dovecot.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, server, folder / "dovecot.log")
+        yield Mailbox(port, folder / "cert.pem", folder)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        server.stderr.close()
+        shutil.rmtree(mail, ignore_errors=True)
+
+
+def _group_exists(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def wait_for_port(port: int, server: subprocess.Popen, log: Path, seconds: float = 15) -> None:
+    """Until a server listens on 127.0.0.1:port; its log on failure."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            break
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    text = log.read_text() if log.exists() else ""
+    said = server.stderr.read() if server.poll() is not None else b""
+    raise AssertionError(f"the test server did not start: {said!r} {text}")

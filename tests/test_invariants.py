@@ -13,6 +13,10 @@ with SQL and must show what the practice promises:
 - every state change has its event, every party its decision mail and outcome mail, once;
 - every mail marked sent reached the SMTP server exactly once.
 
+Parties also answer by replying to a delivered decision, reminder or could-not-read mail
+(issue 18): the reply is recorded exactly when a press of the button would have been, and
+the same reply read twice changes nothing the second time.
+
 The checker (`invariant_violations`, `assert_invariants`, in support.py) is shared with
 test_crash.py and test_concurrency.py, which check the same promises after kills and
 overlapping processes; the tests at the end show that it can fail.
@@ -46,15 +50,21 @@ from twoyes.errors import Conflict, Invalid, NotFound, TwoyesError
 from twoyes.mail.delivery import deliver_due_mail
 from twoyes.members import add_member, remove_member
 from twoyes.people import add_person
+from twoyes.replies import handle_message
 from twoyes.rounds import close_overdue_rounds, open_due_rounds, record_decision, send_reminders
 from twoyes.rules import REASONS, Policy
 from twoyes.sessions import plan_session, record_session_done
+from twoyes.threads import hash_message_id
 from twoyes.times import to_db
 from twoyes.web import create_app
 
 pytestmark = pytest.mark.slow
 
 SENDER_DOMAIN = "example.org"
+
+
+# Replies as parties write them, and the answer each one gives (None: a person must read it).
+REPLIES = {"Yes!": "continue", "stop": "stop", "Doorgaan graag": "continue", "Can we talk?": None}
 
 
 def message_id_of(mail_row: dict) -> str:
@@ -92,6 +102,8 @@ class Practice(RuleBasedStateMachine):
         self.folder = Path(tempfile.mkdtemp(prefix="twoyes-invariants-"))
         self.db = database.connect(self.folder / "twoyes.db")
         database.init_db(self.db)
+        # Which mail a reply thread names, for the replies below (threads.py keeps hashes).
+        self.db.conn.create_function("sha256", 1, hash_message_id, deterministic=True)
         self.now = START
         self.swept_at: datetime | None = None
         inbox.clear()
@@ -249,6 +261,66 @@ class Practice(RuleBasedStateMachine):
                 "SELECT choice FROM decisions WHERE id = ?", [decision_id]
             ).fetchone()
             assert row["choice"] == choice == result["choice"]
+
+    @precondition(
+        lambda self: self.ids(
+            "SELECT id FROM outbox WHERE kind IN ('decision', 'reminder', 'reply_unclear')"
+        )
+    )
+    @rule(data=st.data(), text=st.sampled_from(sorted(REPLIES)), twice=st.booleans())
+    def decide_by_reply(self, data, text: str, twice: bool) -> None:
+        """A party replies to a mail with links: recorded exactly when a press would be."""
+        self.deliver()  # a mail is answered once it arrived
+        # Mostly mails of open rounds; now and then one of a closed round.
+        letters = rows(
+            self.db,
+            "SELECT outbox.id, outbox.message_id, outbox.to_email,"
+            " coalesce(rounds.status = 'open', 0) AS open FROM outbox"
+            " JOIN reply_threads ON reply_threads.hash = sha256(outbox.message_id)"
+            " LEFT JOIN decisions ON decisions.id = reply_threads.decision_id"
+            " LEFT JOIN rounds ON rounds.id = decisions.round_id"
+            " WHERE outbox.kind IN ('decision', 'reminder', 'reply_unclear') ORDER BY outbox.id",
+        )
+        open_ones = [letter for letter in letters if letter["open"]]
+        letter = data.draw(
+            st.sampled_from(open_ones if open_ones and data.draw(st.integers(0, 4)) else letters),
+            label="mail replied to",
+        )
+        (decision_id,) = self.db.conn.execute(
+            "SELECT decision_id FROM reply_threads WHERE hash = ?",
+            [hash_message_id(letter["message_id"])],
+        ).fetchone()
+        party = self.db.conn.execute(
+            "SELECT choice, round_status, deadline_at, member_status FROM round_parties"
+            " WHERE id = ?",
+            [decision_id],
+        ).fetchone()
+        now = self.tick_clock()
+        raw = (
+            f"From: <{letter['to_email']}>\r\nTo: replies@{SENDER_DOMAIN}\r\n"
+            f"Subject: Re: your mail\r\nMessage-ID: <reply-{now.timestamp()}@example.net>\r\n"
+            f"In-Reply-To: {message_id_of(letter)}\r\n\r\n{text}\r\n\r\n> Another session?\r\n"
+        ).encode()
+        result = handle_message(self.db, raw, now, self.app.extensions["twoyes"])
+        if party is None:  # a member taken out of the round: their decision is gone
+            assert result["outcome"] == "unmatched"
+            return
+        takes_answers = party["round_status"] == "open" and to_db(now) < party["deadline_at"]
+        may_decide = party["choice"] != "stop" and party["member_status"] != "left"
+        answer = REPLIES[text]
+        after = self.db.conn.execute(
+            "SELECT choice FROM decisions WHERE id = ?", [decision_id]
+        ).fetchone()["choice"]
+        if answer and takes_answers and may_decide:
+            assert (result["outcome"], after) == ("recorded", answer)
+        else:
+            expected = "unclear" if takes_answers and not answer else "refused"
+            assert (result["outcome"], after) == (expected, party["choice"])
+        if twice:
+            before = dump(self.db)
+            again = handle_message(self.db, raw, self.tick_clock(), self.app.extensions["twoyes"])
+            assert again["outcome"] == "duplicate"
+            assert dump(self.db) == before
 
     @precondition(lambda self: self.ids("SELECT id FROM rounds WHERE status = 'open'"))
     @rule(data=st.data())

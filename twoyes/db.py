@@ -25,11 +25,14 @@ from twoyes.errors import Conflict
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.sql"
 BUSY_TIMEOUT_MS = 30_000
 
-# The outbox as of version 5 (schema.sql holds the same shape).
-OUTBOX_V5 = """CREATE TABLE {name} (
+# The outbox as of version 5, and its kinds since then.
+OUTBOX_V5_KINDS = "'decision', 'reminder', 'outcome', 'welcome_back', 'sign_in'"
+OUTBOX_V8_KINDS = (
+    OUTBOX_V5_KINDS + ", 'reply_recorded', 'reply_unclear', 'reply_refused', 'reply_forward'"
+)
+OUTBOX = """CREATE TABLE {name} (
     id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL
-        CHECK (kind IN ('decision', 'reminder', 'outcome', 'welcome_back', 'sign_in')),
+    kind TEXT NOT NULL CHECK (kind IN ({kinds})),
     engagement_id INTEGER REFERENCES engagements (id),
     to_name TEXT NOT NULL,
     to_email TEXT NOT NULL,
@@ -48,11 +51,26 @@ OUTBOX_V5 = """CREATE TABLE {name} (
     created_at TEXT NOT NULL,
     sent_at TEXT
 )"""
+# Version 5's shape, as tests rebuild an older database with it.
+OUTBOX_V5 = OUTBOX.replace("{kinds}", OUTBOX_V5_KINDS)
 OUTBOX_COLUMNS = (
     "id, kind, engagement_id, to_name, to_email, reply_to_name, reply_to_email, lang, context,"
     " message_id, status, attempts, next_attempt_at, claimed_at, claim, last_error,"
     " created_at, sent_at"
 )
+
+
+def rebuild_outbox(kinds: str) -> list[str]:
+    """The statements that give the outbox a new CHECK on its kinds, keeping every row."""
+    return [
+        OUTBOX_V5.format(name="IF NOT EXISTS outbox"),
+        OUTBOX.format(name="outbox_new", kinds=kinds),
+        # The column list is the constant above, never input.
+        f"INSERT INTO outbox_new ({OUTBOX_COLUMNS}) SELECT {OUTBOX_COLUMNS} FROM outbox",  # nosec B608
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_new RENAME TO outbox",
+    ]
+
 
 # Upgrades from one schema version to the next, run in order by init_db.
 # schema.sql always describes the newest shape; an upgrade brings an older
@@ -101,14 +119,13 @@ UPGRADES: dict[int, list[str]] = {
     ],
     # version 5: the outbox may hold a coach's sign-in mail (kind 'sign_in'); the table is
     # rebuilt for its CHECK, as version 3 rebuilt tokens. A very old database gets it new.
-    5: [
-        OUTBOX_V5.format(name="IF NOT EXISTS outbox"),
-        OUTBOX_V5.format(name="outbox_new"),
-        # The column list is the constant above, never input.
-        f"INSERT INTO outbox_new ({OUTBOX_COLUMNS}) SELECT {OUTBOX_COLUMNS} FROM outbox",  # nosec B608
-        "DROP TABLE outbox",
-        "ALTER TABLE outbox_new RENAME TO outbox",
-    ],
+    5: rebuild_outbox(OUTBOX_V5_KINDS),
+    # Versions 6 and 7 belong to other branches of this work; the merge numbers them.
+    6: [],
+    7: [],
+    # version 8: the outbox holds the mails a reply causes (replies.py); rebuilt for its CHECK
+    # as in version 5. The tables of reply threads and inbound messages are new (schema.sql).
+    8: rebuild_outbox(OUTBOX_V8_KINDS),
 }
 SCHEMA_VERSION = max(UPGRADES)
 

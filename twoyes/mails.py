@@ -15,6 +15,7 @@ import sqlite_utils
 
 from twoyes.outbox import queue_mail
 from twoyes.rules import LOW_USEFULNESS
+from twoyes.threads import remember_thread
 from twoyes.times import to_db
 from twoyes.tokens import (
     new_coach_view_token,
@@ -27,8 +28,9 @@ from twoyes.tokens import (
 def queue_decision_mail(
     db: sqlite_utils.Database, party: dict, now: datetime, kind: str = "decision"
 ) -> int:
-    """R1/R9: a party's mail with its own Continue and Stop links (fresh ones each time)."""
-    return queue_mail(
+    """R1/R9: a party's mail with its own Continue and Stop links (fresh ones each time);
+    a reply to it answers for that party (threads.py)."""
+    mail_id = queue_mail(
         db,
         kind,
         now,
@@ -51,6 +53,8 @@ def queue_decision_mail(
         }
         | _overview_link(db, party, now),
     )
+    remember_thread(db, mail_id, party["id"], now)
+    return mail_id
 
 
 def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:

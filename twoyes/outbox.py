@@ -54,8 +54,9 @@ def queue_mail(
             reply_to[1] if reply_to else None,
             lang,
             json.dumps(context, sort_keys=True),
-            # Stable across retries, so a receiver can tell a resend from a new mail.
-            f"{secrets.token_hex(12)}",
+            # Stable across retries, so a receiver can tell a resend from a new mail; 128 random
+            # bits, since a reply naming it acts for the party it was sent to (replies.py).
+            secrets.token_hex(16),
             to_db(now),
             to_db(now),
         ],

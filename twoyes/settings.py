@@ -16,6 +16,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -60,8 +61,21 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "TOKEN_RATE_LIMIT": (RATE_LIMIT, "Links that do not open and refused forms, per address."),
     "RATELIMIT_STORAGE_URI": ("memory://", "Where the rate limit counts; memory:// per process."),
     "SWEEP_BATCH": (5000, "Overdue rounds closed per transaction by the deadline sweep."),
+    "INBOUND_ADDRESS": (
+        None,
+        "The mailbox replies go to (Reply-To of decision mails); unset: replies reach the coach.",
+    ),
+    "INBOUND_IMAP_HOST": (None, "The IMAP server of that mailbox; unset: tick reads no mail."),
+    "INBOUND_IMAP_PORT": (993, "The IMAP port (TLS from the start)."),
+    "INBOUND_IMAP_USERNAME": (None, "The IMAP login of the inbound mailbox."),
+    "INBOUND_IMAP_PASSWORD": (None, "The IMAP password of the inbound mailbox."),
+    "INBOUND_IMAP_FOLDER": (
+        "INBOX",
+        "The folder replies arrive in; read ones move to 'processed'.",
+    ),
+    "INBOUND_IMAP_CA_FILE": (None, "A CA bundle for an IMAP server with a private certificate."),
 }
-SECRETS = ("SECRET_KEY", "MAIL_PASSWORD")
+SECRETS = ("SECRET_KEY", "MAIL_PASSWORD", "INBOUND_IMAP_PASSWORD")
 # What the template shows, commented out, for a setting that has no default.
 EXAMPLES = {
     "DATABASE": "/srv/twoyes/instance/twoyes.db",
@@ -71,6 +85,11 @@ EXAMPLES = {
     "MAIL_PASSWORD": "the-smtp-password",  # noqa: S105  # nosec B105: an example
     "MAIL_CA_FILE": "/etc/ssl/certs/practice-ca.pem",
     "MAIL_MAX_EMAILS": 100,
+    "INBOUND_ADDRESS": "replies@example.org",
+    "INBOUND_IMAP_HOST": "imap.example.org",
+    "INBOUND_IMAP_USERNAME": "replies@example.org",
+    "INBOUND_IMAP_PASSWORD": "the-imap-password",  # noqa: S105  # nosec B105: an example
+    "INBOUND_IMAP_CA_FILE": "/etc/ssl/certs/practice-ca.pem",
 }
 
 # What Flask and Flask-Mail need besides, set by the code, never by a user.
@@ -115,6 +134,13 @@ class Settings:
     token_rate_limit: str
     ratelimit_storage_uri: str
     sweep_batch: int
+    inbound_address: str | None = None
+    inbound_imap_host: str | None = None
+    inbound_imap_port: int = 993
+    inbound_imap_username: str | None = None
+    inbound_imap_password: str | None = field(default=None, repr=False)
+    inbound_imap_folder: str = "INBOX"
+    inbound_imap_ca_file: str | None = None
 
     @property
     def loopback(self) -> bool:
@@ -185,6 +211,7 @@ def load_settings(config: Mapping, instance_path: str) -> Settings:
         isinstance(max_emails, bool) or not isinstance(max_emails, int) or max_emails < 1
     ):
         raise ConfigError("TWOYES_MAIL_MAX_EMAILS must be a whole number of 1 or more, like 100.")
+    inbound = _inbound_settings(config)
     return Settings(
         instance_path=instance_path,
         database=str(config.get("DATABASE") or os.path.join(instance_path, "twoyes.db")),
@@ -211,7 +238,42 @@ def load_settings(config: Mapping, instance_path: str) -> Settings:
         token_rate_limit=str(config["TOKEN_RATE_LIMIT"]),
         ratelimit_storage_uri=str(config["RATELIMIT_STORAGE_URI"]),
         sweep_batch=batch,
+        **inbound,
     )
+
+
+def _inbound_settings(config: Mapping) -> dict:
+    """The inbound mailbox's settings, checked: reading it needs an address, a login and a port."""
+    address = str(config.get("INBOUND_ADDRESS") or "").strip() or None
+    if address is not None and (
+        any(end in address for end in ("\r", "\n")) or "@" not in parseaddr(address)[1]
+    ):
+        raise ConfigError(
+            "TWOYES_INBOUND_ADDRESS must be one address, such as replies@example.org."
+        )
+    host = config.get("INBOUND_IMAP_HOST") or None
+    port = config.get("INBOUND_IMAP_PORT", 993)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError("TWOYES_INBOUND_IMAP_PORT must be a port number, such as 993.")
+    if host and address is None:
+        raise ConfigError(
+            "TWOYES_INBOUND_IMAP_HOST is set but TWOYES_INBOUND_ADDRESS is not: set the address"
+            " replies should go to, or no reply would ever reach that mailbox."
+        )
+    if host and not (config.get("INBOUND_IMAP_USERNAME") and config.get("INBOUND_IMAP_PASSWORD")):
+        raise ConfigError(
+            "TWOYES_INBOUND_IMAP_HOST needs TWOYES_INBOUND_IMAP_USERNAME and"
+            " TWOYES_INBOUND_IMAP_PASSWORD to log in."
+        )
+    return {
+        "inbound_address": address,
+        "inbound_imap_host": host,
+        "inbound_imap_port": port,
+        "inbound_imap_username": config.get("INBOUND_IMAP_USERNAME") or None,
+        "inbound_imap_password": config.get("INBOUND_IMAP_PASSWORD") or None,
+        "inbound_imap_folder": str(config.get("INBOUND_IMAP_FOLDER") or "INBOX"),
+        "inbound_imap_ca_file": config.get("INBOUND_IMAP_CA_FILE") or None,
+    }
 
 
 def _number(config: Mapping, name: str) -> float:

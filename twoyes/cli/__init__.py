@@ -15,7 +15,7 @@ import click
 from twoyes.cli.engagements import decide, engagement, session
 from twoyes.cli.health import check, config
 from twoyes.cli.jobs import close_undecided, tick
-from twoyes.cli.mail import outbox, send
+from twoyes.cli.mail import inbound, outbox, send
 from twoyes.cli.options import get_db, settings, with_app
 from twoyes.cli.people import client_group, coach_group
 from twoyes.cli.privacy import backup
@@ -68,6 +68,7 @@ for command in (
     tick,
     close_undecided,
     send,
+    inbound,
     outbox,
     status,
     report,

@@ -88,7 +88,9 @@ def check(send_test, fetch_url, as_json):
     schema), that the instance folder and its files are private, the secret
     key, the compiled translations for the languages people use, the mail
     server (it answers, TLS verifies, the login is accepted; nothing is sent
-    without --send-test) and that BASE_URL is https unless it is this machine.
+    without --send-test), the inbound mailbox when INBOUND_IMAP_HOST is set (the
+    same, and its folder; nothing is read) and that BASE_URL is https unless it is
+    this machine.
 
     Example: python cli.py check --send-test me@example.org --url
     """
@@ -123,10 +125,22 @@ def run_checks(app: Flask, *, send_test: str | None, fetch_url: bool) -> list[Re
     results.append(check_secret(Path(settings.instance_path), sources))
     results.append(check_catalogues(languages))
     results.append(check_mail_server(app, send_test))
+    if settings.inbound_imap_host:
+        results.append(check_inbound_mailbox(settings))
     results.append(check_base_url(settings.base_url))
     if fetch_url:
         results.append(check_health_page(settings.base_url))
     return results
+
+
+def check_inbound_mailbox(settings) -> Result:
+    """The replies mailbox answers, its TLS verifies, the login and its folder work."""
+    from twoyes.mail.inbound import InboundError, check_mailbox
+
+    try:
+        return Result("inbound mailbox", True, check_mailbox(settings))
+    except InboundError as error:
+        return Result("inbound mailbox", False, str(error))
 
 
 def check_database(path: str, languages: set) -> Result:

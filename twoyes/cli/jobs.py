@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from twoyes.cli.mail import report_delivery
+from twoyes.cli.mail import read_replies, report_delivery
 from twoyes.cli.options import get_db, json_option, now_option, print_json, settings, with_app
 from twoyes.jobs import close_undecided as close_undecided_job
 from twoyes.jobs import do_due_work
@@ -49,7 +51,8 @@ def close_undecided(now, dry_run, as_json):
 @json_option
 @with_app
 def tick(now, as_json):
-    """Do what is due: open rounds, remind, close overdue rounds and idle engagements, deliver mail.
+    """Do what is due: open rounds, remind, close overdue rounds and idle engagements, read
+    replies (with INBOUND_IMAP_HOST set), deliver mail.
 
     Safe every minute, and safe when two runs overlap. Without a mail server on a
     BASE_URL that is not loopback, everything else is done, the mail stays queued,
@@ -61,6 +64,11 @@ def tick(now, as_json):
     """
     db = get_db()
     summary = do_due_work(db, now, settings())
+    inbound_error = None
+    if settings().inbound_imap_host:
+        # Replies before delivery: their confirmations go out in this same run.
+        handled, inbound_error = read_replies(db, now)
+        summary["replies_read"] = sum(handled.values())
     report = deliver_due_mail(db, now, echo=lambda line: None)
     summary["mails_sent"] = report.sent
     if as_json:
@@ -74,4 +82,9 @@ def tick(now, as_json):
         )
     elif any(summary.values()):
         click.echo(", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in summary.items()))
+    if inbound_error:
+        # Cron mails this line to the operator; everything else was done.
+        click.echo(inbound_error, err=True)
     report_delivery(report)
+    if inbound_error:
+        sys.exit(1)

@@ -1,7 +1,9 @@
-"""The commands for mail: `send` delivers what waits, `outbox list` and `outbox retry`."""
+"""The commands for mail: `send` delivers what waits, `inbound` reads replies, `outbox list`
+and `outbox retry`."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -62,6 +64,91 @@ def send(now, as_json):
     report_delivery(report)
     if report.failed:
         sys.exit(1)
+
+
+EX_TEMPFAIL = 75  # sysexits.h: a mail server delivering by pipe tries again later
+
+# A message larger than this is no reply to a decision mail; a pipe sends it whole or not at all.
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024
+
+OUTCOMES = {
+    "duplicate": "This message was handled before; nothing was done again.",
+    "machine": "A machine wrote this message (an automatic reply or a bounce); it was set aside.",
+    "own": "This message came from the practice's own address; it was set aside.",
+    "unmatched": "This message answers no decision mail; it was forwarded to the practice.",
+    "recorded": "The answer was recorded, and its sender gets a confirmation.",
+    "refused": "The round no longer takes answers; the sender gets a mail saying so.",
+    "unclear": "No clear answer: the sender gets the links again, the coach the message.",
+}
+
+
+def read_replies(db, when) -> tuple[dict[str, int], str | None]:
+    """Read the inbound mailbox (only here is the IMAP wing imported: an idle tick without
+    INBOUND_IMAP_HOST loads none of it); what was handled, and the error that stopped it."""
+    from twoyes.mail.inbound import InboundError, read_inbound
+
+    try:
+        report = read_inbound(db, when, settings())
+    except InboundError as error:
+        return {}, str(error)
+    for line in report.errors:
+        click.echo(line, err=True)
+    return report.handled, None
+
+
+@click.command()
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read one message from standard input.")
+@now_option
+@json_option
+@with_app
+def inbound(from_stdin, now, as_json):
+    """Read replies to decision mails: from the IMAP mailbox, or one message on standard input.
+
+    A reply that says "continue" or "stop" (or "doorgaan", "stoppen") is recorded as if its
+    sender had pressed the button. With --stdin, for a mail server that pipes each message to
+    a command, the message is handled and the command exits 0.
+
+    \b
+    Example: python cli.py inbound
+    Example: python cli.py inbound --stdin < reply.eml
+    """
+    from twoyes.replies import handle_message  # here only: other commands need none of it
+
+    if from_stdin:
+        raw = sys.stdin.buffer.read(MAX_MESSAGE_BYTES + 1)
+        if not raw.strip():
+            raise click.ClickException("No message came on standard input; nothing was done.")
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise click.ClickException(
+                "The message is larger than 25 MB, so it is no reply to a decision mail;"
+                " nothing was done."
+            )
+        try:
+            result = handle_message(get_db(), raw, now, settings())
+        except sqlite3.Error as error:
+            # EX_TEMPFAIL: the mail server keeps the message and offers it again later.
+            click.echo(f"The database could not take the message now: {error}.", err=True)
+            sys.exit(EX_TEMPFAIL)
+        if as_json:
+            print_json(result)
+        else:
+            click.echo(OUTCOMES[result["outcome"]])
+        return
+    if not settings().inbound_imap_host:
+        raise click.ClickException(
+            f"No inbound mailbox is set: set INBOUND_IMAP_HOST in"
+            f" {Path(settings().instance_path) / CONFIG_FILE} (or TWOYES_INBOUND_IMAP_HOST),"
+            " or pipe each message to `python cli.py inbound --stdin`."
+        )
+    handled, error = read_replies(get_db(), now)
+    if as_json:
+        print_json({"handled": handled, "error": error})
+    elif handled:
+        click.echo(", ".join(f"{outcome}: {count}" for outcome, count in sorted(handled.items())))
+    else:
+        click.echo("No replies were waiting." if error is None else "")
+    if error:
+        raise click.ClickException(error)
 
 
 @click.group()

@@ -138,6 +138,8 @@ class Writer:
         self.sender = address = parseaddr(settings.mail_default_sender)[1]
         self.domain = address.rpartition("@")[2] or urlsplit(settings.base_url).hostname or "twoyes"
         self.base_url = settings.base_url
+        # Where a reply to a mail with links goes when the practice reads replies (replies.py).
+        self.inbound = parseaddr(settings.inbound_address or "")[1] or None
 
     def links_of(self, mail: dict) -> dict[str, str]:
         """The links a mail carries, built from its tokens and BASE_URL."""
@@ -163,6 +165,7 @@ class Writer:
             "links": self.links_of(mail),
             "kind": mail["kind"],
             "facts": context,
+            "answer_by_reply": bool(self.inbound and context.get("decide_token")),
             **gettexts,  # what the templates' _() and {% trans %} call
         }
         subject = subject_for(mail["kind"], context)
@@ -180,11 +183,17 @@ class Writer:
             self.from_header,
             address_header("To", mail["to_name"], recipient),
         ]
-        if mail["reply_to_email"]:
+        if values["answer_by_reply"]:
+            # A reply to a mail with links is read by twoyes; anything it cannot read still
+            # reaches the coach, forwarded.
+            head.append(address_header("Reply-To", mail["reply_to_name"] or "", self.inbound))
+        elif mail["reply_to_email"]:
             reply_to = smtp_address(mail["reply_to_email"])
             head.append(address_header("Reply-To", mail["reply_to_name"], reply_to))
         head.append(f"Date: {format_datetime(datetime.now(UTC))}\r\n")
         head.append(header("Message-ID", f"<{mail['message_id']}@{self.domain}>"))
+        # RFC 3834: a machine wrote this, so most out-of-office responders stay quiet.
+        head.append("Auto-Submitted: auto-generated\r\n")
         return Message(self.sender, recipient, subject, multipart_alternative(head, text, html))
 
 

@@ -29,6 +29,10 @@ SUBJECTS = {
     "outcome_stop_coach_untitled": N_("Your engagement with %(client_names)s has ended"),
     "welcome_back": N_("%(client_name)s would like a new session"),
     "sign_in": N_("Your link to your overview"),
+    "reply_recorded": N_("Your answer is recorded"),
+    "reply_unclear": N_("We could not read your answer"),
+    "reply_refused": N_("About your reply"),
+    "reply_forward": N_("A reply from %(sender_name)s"),
 }
 
 END_SENTENCES = {
@@ -147,6 +151,7 @@ def subject_for(kind: str, context: dict) -> str:
         client_name=context.get("client_name", ""),
         client_names=context.get("client_names") or "",
         title=context.get("title") or "",
+        sender_name=context.get("sender_name") or context.get("sender_email") or "",
     )
 
 
