@@ -691,6 +691,15 @@ def year_unless_now(year: int) -> str:
     return "" if year == datetime.now(ZoneInfo("Europe/Amsterdam")).year else f" {year}"
 
 
+# What takes a database made new back before version 7, for a test that upgrades it again.
+BEFORE_VERSION_7 = (
+    "DROP INDEX sessions_uid",
+    "ALTER TABLE sessions DROP COLUMN uid",
+    "ALTER TABLE sessions DROP COLUMN sequence",
+    "ALTER TABLE coaches DROP COLUMN booking_url",
+)
+
+
 # --- the command line, as a coach types it ----------------------------------------------------
 
 NEXT_YEAR = T0.year + 1  # sessions planned in the future, whatever today's date

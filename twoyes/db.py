@@ -48,6 +48,11 @@ OUTBOX_V5 = """CREATE TABLE {name} (
     created_at TEXT NOT NULL,
     sent_at TEXT
 )"""
+# Version 7 adds the welcome mail and the calendar invitation (mails.py).
+OUTBOX_V7 = OUTBOX_V5.replace(
+    "'welcome_back', 'sign_in')",
+    "'welcome_back', 'sign_in',\n                        'welcome', 'invitation')",
+)
 OUTBOX_COLUMNS = (
     "id, kind, engagement_id, to_name, to_email, reply_to_name, reply_to_email, lang, context,"
     " message_id, status, attempts, next_attempt_at, claimed_at, claim, last_error,"
@@ -105,6 +110,27 @@ UPGRADES: dict[int, list[str]] = {
         OUTBOX_V5.format(name="IF NOT EXISTS outbox"),
         OUTBOX_V5.format(name="outbox_new"),
         # The column list is the constant above, never input.
+        f"INSERT INTO outbox_new ({OUTBOX_COLUMNS}) SELECT {OUTBOX_COLUMNS} FROM outbox",  # nosec B608
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_new RENAME TO outbox",
+    ],
+    6: [],  # another branch's upgrade takes this number
+    # version 7: a planned session is in calendars (a stable uid, a sequence raised on every
+    # move); a coach may have a booking page; the outbox holds welcome mails and invitations
+    # (rebuilt for its CHECK, as version 5 did).
+    7: [
+        # A database from before version 1 may have no sessions table yet: its old shape.
+        "CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY,"
+        " engagement_id INTEGER NOT NULL REFERENCES engagements (id),"
+        " status TEXT NOT NULL CHECK (status IN ('planned', 'held')), starts_at TEXT NOT NULL,"
+        " minutes INTEGER NOT NULL CHECK (minutes BETWEEN 1 AND 1440), ends_at TEXT NOT NULL,"
+        " held_at TEXT, created_at TEXT NOT NULL)",
+        "ALTER TABLE sessions ADD COLUMN uid TEXT",
+        "ALTER TABLE sessions ADD COLUMN sequence INTEGER NOT NULL DEFAULT 0",
+        "UPDATE sessions SET uid = lower(hex(randomblob(16)))",
+        "ALTER TABLE coaches ADD COLUMN booking_url TEXT"
+        " CHECK (booking_url LIKE 'https://%' AND length(booking_url) <= 2000)",
+        OUTBOX_V7.format(name="outbox_new"),
         f"INSERT INTO outbox_new ({OUTBOX_COLUMNS}) SELECT {OUTBOX_COLUMNS} FROM outbox",  # nosec B608
         "DROP TABLE outbox",
         "ALTER TABLE outbox_new RENAME TO outbox",

@@ -301,3 +301,168 @@ def queue_sign_in_mail(
             "coach_view_token": token,
         },
     )
+
+
+def queue_welcome_mails(
+    db: sqlite_utils.Database,
+    engagement_id: int,
+    now: datetime,
+    *,
+    client_ids: list[int] | None = None,
+    welcome_clients: bool = True,
+    confirm: bool = True,
+) -> None:
+    """An engagement starts: each client hears how it works (every session can be the last),
+    in their own language, and the coach gets the same sentences as a confirmation.
+
+    `client_ids` narrows the welcome to those clients (a member who joins later); without
+    `welcome_clients` only the coach is mailed (an engagement moved in from before). No
+    decision links: there is nothing to decide yet.
+    """
+    engagement = db.conn.execute(
+        "SELECT engagements.id, engagements.title, engagements.kind, engagements.min_members,"
+        " coaches.name AS coach_name, coaches.call_name AS coach_call_name,"
+        " coaches.email AS coach_email, coaches.lang AS coach_lang"
+        " FROM engagements JOIN coaches ON coaches.id = engagements.coach_id"
+        " WHERE engagements.id = ?",
+        [engagement_id],
+    ).fetchone()
+    members = _active_members(db, engagement_id)
+    facts = {
+        "coach_name": engagement["coach_name"],
+        "title": engagement["title"],
+        "group": engagement["kind"] == "group",
+        "min_members": engagement["min_members"],
+        "members_total": len(members),
+        "engagement_id": engagement_id,
+    }
+    for member in members if welcome_clients else ():
+        if client_ids is not None and member["client_id"] not in client_ids:
+            continue
+        queue_mail(
+            db,
+            "welcome",
+            now,
+            to=(member["name"], member["email"]),
+            reply_to=(engagement["coach_name"], engagement["coach_email"]),
+            lang=member["lang"],
+            engagement_id=engagement_id,
+            context=facts
+            | {"role": "client", "name": member["name"], "call_name": member["call_name"]},
+        )
+    if confirm:
+        queue_mail(
+            db,
+            "welcome",
+            now,
+            to=(engagement["coach_name"], engagement["coach_email"]),
+            lang=engagement["coach_lang"],
+            engagement_id=engagement_id,
+            context=facts
+            | {
+                "role": "coach",
+                "name": engagement["coach_name"],
+                "call_name": engagement["coach_call_name"],
+                "client_names": ", ".join(member["name"] for member in members),
+                "clients_welcomed": welcome_clients,
+                "coach_view_token": _new_overview_token(db, engagement_id, now),
+            },
+        )
+
+
+# What a change does to the session in people's calendars: the method of its invitation.
+CALENDAR_METHODS = {
+    "planned": "REQUEST",
+    "moved": "REQUEST",
+    "cancelled": "CANCEL",
+    "ended": "CANCEL",
+}
+
+
+def queue_invitation_mails(
+    db: sqlite_utils.Database, session: dict, change: str, now: datetime
+) -> None:
+    """A session was planned, moved or cancelled (or its engagement ended): the coach and
+    each active member get a mail with its invitation for their calendar.
+
+    `session` is the row as it is now (as it was, for a cancellation). A cancellation
+    raises the sequence once more, past the last invitation people have. The coach's
+    invitation names every member; a member's names only the coach and themselves.
+    """
+    engagement = db.conn.execute(
+        "SELECT engagements.title, engagements.kind, coaches.name AS coach_name,"
+        " coaches.call_name AS coach_call_name, coaches.email AS coach_email,"
+        " coaches.lang AS coach_lang"
+        " FROM engagements JOIN coaches ON coaches.id = engagements.coach_id"
+        " WHERE engagements.id = ?",
+        [session["engagement_id"]],
+    ).fetchone()
+    members = _active_members(db, session["engagement_id"])
+    method = CALENDAR_METHODS[change]
+    facts = {
+        "change": change,
+        "method": method,
+        "uid": session["uid"],
+        "sequence": session["sequence"] + (method == "CANCEL"),
+        "starts_at": session["starts_at"],
+        "ends_at": session["ends_at"],
+        "minutes": session["minutes"],
+        "was": session.get("was"),
+        "stamp": to_db(now),
+        "title": engagement["title"],
+        "group": engagement["kind"] == "group",
+        "coach_name": engagement["coach_name"],
+        "coach_email": engagement["coach_email"],
+    }
+    coach = (engagement["coach_name"], engagement["coach_email"])
+    queue_mail(
+        db,
+        "invitation",
+        now,
+        to=coach,
+        lang=engagement["coach_lang"],
+        engagement_id=session["engagement_id"],
+        context=facts
+        | {
+            "role": "coach",
+            "name": engagement["coach_name"],
+            "call_name": engagement["coach_call_name"],
+            "client_names": ", ".join(member["name"] for member in members),
+            "attendees": [_attendee(member) for member in members],
+        },
+    )
+    for member in members:
+        queue_mail(
+            db,
+            "invitation",
+            now,
+            to=(member["name"], member["email"]),
+            reply_to=coach,
+            lang=member["lang"],
+            engagement_id=session["engagement_id"],
+            context=facts
+            | {
+                "role": "client",
+                "name": member["name"],
+                "call_name": member["call_name"],
+                "attendees": [_attendee(member)],
+            },
+        )
+
+
+def _attendee(member: dict) -> dict:
+    return {"name": member["name"], "email": member["email"]}
+
+
+def _active_members(db: sqlite_utils.Database, engagement_id: int) -> list[dict]:
+    """The clients taking part now, in the order they joined."""
+    return [
+        dict(row)
+        for row in db.conn.execute(
+            "SELECT members.client_id, clients.name, clients.call_name, clients.email,"
+            " clients.lang FROM members JOIN clients ON clients.id = members.client_id"
+            " WHERE members.engagement_id = ? AND members.status = 'active'"
+            " ORDER BY members.id",
+            [engagement_id],
+        )
+    ]

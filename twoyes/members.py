@@ -16,15 +16,24 @@ from twoyes.db import transaction
 from twoyes.engagements import get_engagement
 from twoyes.errors import Conflict, NotFound
 from twoyes.events import log_event
+from twoyes.mails import queue_welcome_mails
 from twoyes.people import get_person_by_email
 from twoyes.rounds import leave_group, settle_round
 from twoyes.times import to_db
 
 
 def add_member(
-    db: sqlite_utils.Database, engagement_id: int, client_email: str, now: datetime
+    db: sqlite_utils.Database,
+    engagement_id: int,
+    client_email: str,
+    now: datetime,
+    *,
+    welcome: bool = False,
 ) -> dict:
-    """A client joins a group; a party from the next round on."""
+    """A client joins a group; a party from the next round on.
+
+    With `welcome`, they get the welcome mail the group got at its start.
+    """
     with transaction(db):
         engagement = get_engagement(db, engagement_id)
         require_group(engagement)
@@ -52,6 +61,8 @@ def add_member(
                 [engagement_id, client["id"], to_db(now)],
             ).lastrowid
         log_event(db, "member_added", now, engagement_id=engagement_id, member_id=member_id)
+        if welcome:
+            queue_welcome_mails(db, engagement_id, now, client_ids=[client["id"]], confirm=False)
     return {"engagement_id": engagement_id, "member_id": member_id, "email": client["email"]}
 
 

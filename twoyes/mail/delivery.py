@@ -37,8 +37,14 @@ from flask import current_app, render_template
 from flask_babel import force_locale, get_translations
 from jinja2 import TemplateError
 
-from twoyes.mail.mime import address_header, header, multipart_alternative, subject_header
-from twoyes.mail.wording import bound_gettext, subject_for
+from twoyes.mail.mime import (
+    address_header,
+    header,
+    multipart_alternative,
+    multipart_with_calendar,
+    subject_header,
+)
+from twoyes.mail.wording import bound_gettext, calendar_of, subject_for
 from twoyes.outbox import claim_due_mail, count_waiting, mark_failed_attempt, mark_sent
 from twoyes.people import ascii_address
 from twoyes.settings import Settings
@@ -182,7 +188,11 @@ class Writer:
             head.append(address_header("Reply-To", mail["reply_to_name"], reply_to))
         head.append(f"Date: {format_datetime(datetime.now(UTC))}\r\n")
         head.append(header("Message-ID", f"<{mail['message_id']}@{self.domain}>"))
-        return Message(self.sender, recipient, subject, multipart_alternative(head, text, html))
+        calendar = calendar_of(mail)
+        if calendar is None:
+            return Message(self.sender, recipient, subject, multipart_alternative(head, text, html))
+        data = multipart_with_calendar(head, text, html, calendar, context["method"])
+        return Message(self.sender, recipient, subject, data)
 
 
 @functools.lru_cache(maxsize=4096)
