@@ -230,6 +230,13 @@ SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
            'low_usefulness', json(CASE WHEN role = 'coach' THEN low_usefulness END),
            'client_choices', json(CASE WHEN role = 'coach' THEN client_choices END),
            'welcome_back_token', welcome_back_token,
+           -- A client of an individual engagement that goes on picks the next session's
+           -- time on the coach's booking page, when the coach has one.
+           'booking_url', CASE WHEN role = 'client' AND outcome = 'continue' AND NOT leaves
+                                    AND kind = 'individual' THEN (
+               SELECT coaches.booking_url FROM engagements
+               CROSS JOIN coaches ON coaches.id = engagements.coach_id
+               WHERE engagements.id = mails.engagement_id) END,
            'engagement_id', engagement_id, 'coach_view_token', coach_view_token
        ),
        -- A Message-ID in time order: new ones go to the end of its unique index.

@@ -374,7 +374,9 @@ def _outcome_lines(context: dict) -> list[str]:
                 "You and %(coach_name)s both chose to continue, so there will be another session.",
                 **names,
             ),
-            gettext("%(coach_name)s will be in touch to plan it.", **names),
+            gettext("Use the link below to choose a moment that suits you.")
+            if context.get("booking_url")
+            else gettext("%(coach_name)s will be in touch to plan it.", **names),
         ]
     if role == "coach":
         ending = END_SENTENCES["coach"][context["end_reason"]]
