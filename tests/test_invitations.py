@@ -253,3 +253,32 @@ def test_a_dutch_client_gets_a_dutch_invitation(run, app, db, smtp, extracted):
     texts = [text_of(m) for m in smtp.messages] + [html_of(m) for m in smtp.messages]
     leaks = {s for s in english_sentences(extracted) for text in texts if s in text}
     assert not leaks, f"English in a Dutch invitation: {sorted(leaks)}"
+
+
+def test_a_member_who_joins_or_leaves_gets_the_planned_session_or_its_cancellation(
+    run, app, db, smtp, people
+):
+    add_person(db, "client", "Dana Derde", "dana@example.org", "en", T0)
+    group = start_engagement(db, people["coach"], [people["anna"], people["carl"]], T0)
+    plan(run, group, f"{YEAR}-02-05 10:00")
+    deliver(app, db)
+    uid = str(event_of(invitation_of(smtp.to("anna@example.org")[0])[0])["uid"])
+    smtp.clear()
+
+    ok(run, "engagement", "add-member", group, "dana@example.org")
+    deliver(app, db)
+    welcome, invitation = smtp.to("dana@example.org")
+    assert welcome["Subject"] == "Welcome: every session can be the last"
+    assert invitation["Subject"].startswith("Session planned: ")
+    event = event_of(invitation_of(invitation)[0])
+    assert (str(event["uid"]), attendees_of(event)) == (uid, ["mailto:dana@example.org"])
+    assert len(smtp.messages) == 2, "nobody else hears of it"
+    smtp.clear()
+
+    ok(run, "engagement", "remove-member", group, people["carl"])
+    deliver(app, db)
+    (message,) = smtp.messages
+    assert "carl@example.org" in message["To"]
+    calendar, method = invitation_of(message)
+    assert (method, str(event_of(calendar)["uid"])) == ("CANCEL", uid)
+    assert "As you left the group" in text_of(message)

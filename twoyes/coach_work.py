@@ -206,7 +206,7 @@ def remove_own_member(
         member = get_own_member(db, coach_id, engagement_id, member_id)
         if member["status"] == "left":
             raise Conflict(LEFT_ALREADY)
-        return remove_member(db, engagement_id, member["email"], now)
+        return remove_member(db, engagement_id, member["email"], now, invite=True)
 
 
 def _require_sessions_allowed(db: sqlite_utils.Database, engagement: dict) -> None:

@@ -383,14 +383,23 @@ CALENDAR_METHODS = {
     "moved": "REQUEST",
     "cancelled": "CANCEL",
     "ended": "CANCEL",
+    "joined": "REQUEST",
+    "left": "CANCEL",
 }
 
 
 def queue_invitation_mails(
-    db: sqlite_utils.Database, session: dict, change: str, now: datetime
+    db: sqlite_utils.Database,
+    session: dict,
+    change: str,
+    now: datetime,
+    *,
+    client_id: int | None = None,
 ) -> None:
     """A session was planned, moved or cancelled (or its engagement ended): the coach and
-    each active member get a mail with its invitation for their calendar.
+    each active member get a mail with its invitation for their calendar. With
+    `client_id`, only that member does: they joined the group (`joined`) or left it
+    (`left`) while the session was planned.
 
     `session` is the row as it is now (as it was, for a cancellation). A cancellation
     raises the sequence once more, past the last invitation people have. The coach's
@@ -404,7 +413,7 @@ def queue_invitation_mails(
         " WHERE engagements.id = ?",
         [session["engagement_id"]],
     ).fetchone()
-    members = _active_members(db, session["engagement_id"])
+    members = _active_members(db, session["engagement_id"], client_id)
     method = CALENDAR_METHODS[change]
     facts = {
         "change": change,
@@ -422,22 +431,24 @@ def queue_invitation_mails(
         "coach_email": engagement["coach_email"],
     }
     coach = (engagement["coach_name"], engagement["coach_email"])
-    queue_mail(
-        db,
-        "invitation",
-        now,
-        to=coach,
-        lang=engagement["coach_lang"],
-        engagement_id=session["engagement_id"],
-        context=facts
-        | {
-            "role": "coach",
-            "name": engagement["coach_name"],
-            "call_name": engagement["coach_call_name"],
-            "client_names": ", ".join(member["name"] for member in members),
-            "attendees": [_attendee(member) for member in members],
-        },
-    )
+    # One member joining or leaving leaves the coach's calendar as it is.
+    if client_id is None:
+        queue_mail(
+            db,
+            "invitation",
+            now,
+            to=coach,
+            lang=engagement["coach_lang"],
+            engagement_id=session["engagement_id"],
+            context=facts
+            | {
+                "role": "coach",
+                "name": engagement["coach_name"],
+                "call_name": engagement["coach_call_name"],
+                "client_names": ", ".join(member["name"] for member in members),
+                "attendees": [_attendee(member) for member in members],
+            },
+        )
     for member in members:
         queue_mail(
             db,
@@ -461,15 +472,19 @@ def _attendee(member: dict) -> dict:
     return {"name": member["name"], "email": member["email"]}
 
 
-def _active_members(db: sqlite_utils.Database, engagement_id: int) -> list[dict]:
-    """The clients taking part now, in the order they joined."""
+def _active_members(
+    db: sqlite_utils.Database, engagement_id: int, client_id: int | None = None
+) -> list[dict]:
+    """The clients taking part now, in the order they joined; with `client_id`, that one
+    client, taking part or not."""
     return [
         dict(row)
         for row in db.conn.execute(
             "SELECT members.client_id, clients.name, clients.call_name, clients.email,"
             " clients.lang FROM members JOIN clients ON clients.id = members.client_id"
-            " WHERE members.engagement_id = ? AND members.status = 'active'"
+            " WHERE members.engagement_id = :engagement"
+            " AND (members.status = 'active' AND :client IS NULL OR members.client_id = :client)"
             " ORDER BY members.id",
-            [engagement_id],
+            {"engagement": engagement_id, "client": client_id},
         )
     ]

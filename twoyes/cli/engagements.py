@@ -208,6 +208,8 @@ def engagement_reopen(engagement_id):
 def engagement_add_member(engagement_id, email, now, as_json):
     """Add a client to a group; they decide from the next round on.
 
+    They get the welcome mail the group got, and the planned session's invitation, if any.
+
     Example: python cli.py engagement add-member 4 dana@example.org
     """
     result = add_member(get_db(), engagement_id, email, now_or_clock(now), welcome=True)
@@ -229,9 +231,11 @@ def engagement_add_member(engagement_id, email, now, as_json):
 def engagement_remove_member(engagement_id, email, now, as_json):
     """Take a client out of a group now; their links in an open round stop working.
 
+    A planned session comes off their calendar (they get its cancellation).
+
     Example: python cli.py engagement remove-member 4 dana@example.org
     """
-    result = remove_member(get_db(), engagement_id, email, now_or_clock(now))
+    result = remove_member(get_db(), engagement_id, email, now_or_clock(now), invite=True)
     if as_json:
         print_json(result)
         return

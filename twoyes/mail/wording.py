@@ -37,6 +37,8 @@ SUBJECTS = {
     "invitation_moved": N_("Session moved to %(when)s"),
     "invitation_cancelled": N_("Session cancelled: %(when)s"),
     "invitation_ended": N_("Session cancelled: %(when)s"),
+    "invitation_joined": N_("Session planned: %(when)s"),
+    "invitation_left": N_("Session cancelled: %(when)s"),
 }
 
 END_SENTENCES = {
@@ -237,7 +239,7 @@ def invitation_paragraphs(context: dict) -> list[str]:
     """What changed about a session, for the mail its calendar invitation rides in."""
     when = format_when(context["starts_at"])
     change = context["change"]
-    if change == "planned":
+    if change in ("planned", "joined"):
         first = ngettext(
             "The next session is planned: %(when)s, %(num)s minute.",
             "The next session is planned: %(when)s, %(num)s minutes.",
@@ -254,6 +256,10 @@ def invitation_paragraphs(context: dict) -> list[str]:
         )
     elif change == "cancelled":
         first = gettext("The session of %(when)s is cancelled.", when=when)
+    elif change == "left":
+        first = gettext(
+            "As you left the group, the session of %(when)s comes off your calendar.", when=when
+        )
     else:
         first = gettext(
             "The session of %(when)s will not take place, as the engagement has ended.",
