@@ -326,17 +326,10 @@ def queue_welcome_mails(
     `welcome_clients` only the coach is mailed (an engagement moved in from before). No
     decision links: there is nothing to decide yet.
     """
-    engagement = db.conn.execute(
-        "SELECT engagements.id, engagements.title, engagements.kind, engagements.min_members,"
-        " coaches.name AS coach_name, coaches.call_name AS coach_call_name,"
-        " coaches.email AS coach_email, coaches.lang AS coach_lang"
-        " FROM engagements JOIN coaches ON coaches.id = engagements.coach_id"
-        " WHERE engagements.id = ?",
-        [engagement_id],
-    ).fetchone()
+    engagement, coach = _engagement_and_coach(db, engagement_id)
     members = _active_members(db, engagement_id)
     facts = {
-        "coach_name": engagement["coach_name"],
+        "coach_name": coach["name"],
         "title": engagement["title"],
         "group": engagement["kind"] == "group",
         "min_members": engagement["min_members"],
@@ -344,37 +337,15 @@ def queue_welcome_mails(
         "engagement_id": engagement_id,
     }
     for member in members if welcome_clients else ():
-        if client_ids is not None and member["client_id"] not in client_ids:
-            continue
-        queue_mail(
-            db,
-            "welcome",
-            now,
-            to=(member["name"], member["email"]),
-            reply_to=(engagement["coach_name"], engagement["coach_email"]),
-            lang=member["lang"],
-            engagement_id=engagement_id,
-            context=facts
-            | {"role": "client", "name": member["name"], "call_name": member["call_name"]},
-        )
+        if client_ids is None or member["client_id"] in client_ids:
+            _queue_to(db, "welcome", now, engagement_id, member, facts, reply_to=coach)
     if confirm:
-        queue_mail(
-            db,
-            "welcome",
-            now,
-            to=(engagement["coach_name"], engagement["coach_email"]),
-            lang=engagement["coach_lang"],
-            engagement_id=engagement_id,
-            context=facts
-            | {
-                "role": "coach",
-                "name": engagement["coach_name"],
-                "call_name": engagement["coach_call_name"],
-                "client_names": ", ".join(member["name"] for member in members),
-                "clients_welcomed": welcome_clients,
-                "coach_view_token": _new_overview_token(db, engagement_id, now),
-            },
-        )
+        facts |= {
+            "client_names": ", ".join(member["name"] for member in members),
+            "clients_welcomed": welcome_clients,
+            "coach_view_token": _new_overview_token(db, engagement_id, now),
+        }
+        _queue_to(db, "welcome", now, engagement_id, coach, facts)
 
 
 # What a change does to the session in people's calendars: the method of its invitation.
@@ -405,15 +376,9 @@ def queue_invitation_mails(
     raises the sequence once more, past the last invitation people have. The coach's
     invitation names every member; a member's names only the coach and themselves.
     """
-    engagement = db.conn.execute(
-        "SELECT engagements.title, engagements.kind, coaches.name AS coach_name,"
-        " coaches.call_name AS coach_call_name, coaches.email AS coach_email,"
-        " coaches.lang AS coach_lang"
-        " FROM engagements JOIN coaches ON coaches.id = engagements.coach_id"
-        " WHERE engagements.id = ?",
-        [session["engagement_id"]],
-    ).fetchone()
-    members = _active_members(db, session["engagement_id"], client_id)
+    engagement_id = session["engagement_id"]
+    engagement, coach = _engagement_and_coach(db, engagement_id)
+    members = _active_members(db, engagement_id, client_id)
     method = CALENDAR_METHODS[change]
     facts = {
         "change": change,
@@ -427,45 +392,55 @@ def queue_invitation_mails(
         "stamp": to_db(now),
         "title": engagement["title"],
         "group": engagement["kind"] == "group",
-        "coach_name": engagement["coach_name"],
-        "coach_email": engagement["coach_email"],
+        "coach_name": coach["name"],
+        "coach_email": coach["email"],
     }
-    coach = (engagement["coach_name"], engagement["coach_email"])
     # One member joining or leaving leaves the coach's calendar as it is.
     if client_id is None:
-        queue_mail(
-            db,
-            "invitation",
-            now,
-            to=coach,
-            lang=engagement["coach_lang"],
-            engagement_id=session["engagement_id"],
-            context=facts
-            | {
-                "role": "coach",
-                "name": engagement["coach_name"],
-                "call_name": engagement["coach_call_name"],
-                "client_names": ", ".join(member["name"] for member in members),
-                "attendees": [_attendee(member) for member in members],
-            },
-        )
+        everyone = {
+            "client_names": ", ".join(member["name"] for member in members),
+            "attendees": [_attendee(member) for member in members],
+        }
+        _queue_to(db, "invitation", now, engagement_id, coach, facts | everyone)
     for member in members:
-        queue_mail(
-            db,
-            "invitation",
-            now,
-            to=(member["name"], member["email"]),
-            reply_to=coach,
-            lang=member["lang"],
-            engagement_id=session["engagement_id"],
-            context=facts
-            | {
-                "role": "client",
-                "name": member["name"],
-                "call_name": member["call_name"],
-                "attendees": [_attendee(member)],
-            },
-        )
+        context = facts | {"attendees": [_attendee(member)]}
+        _queue_to(db, "invitation", now, engagement_id, member, context, reply_to=coach)
+
+
+def _queue_to(
+    db: sqlite_utils.Database,
+    kind: str,
+    now: datetime,
+    engagement_id: int,
+    person: dict,
+    context: dict,
+    reply_to: dict | None = None,
+) -> None:
+    """One mail about an engagement to one person (a coach, or a client with reply_to their
+    coach), in their language and greeting them by their name."""
+    queue_mail(
+        db,
+        kind,
+        now,
+        to=(person["name"], person["email"]),
+        reply_to=(reply_to["name"], reply_to["email"]) if reply_to else None,
+        lang=person["lang"],
+        engagement_id=engagement_id,
+        context=context
+        | {"role": person["role"], "name": person["name"], "call_name": person["call_name"]},
+    )
+
+
+def _engagement_and_coach(db: sqlite_utils.Database, engagement_id: int) -> tuple[dict, dict]:
+    row = db.conn.execute(
+        "SELECT engagements.title, engagements.kind, engagements.min_members, coaches.name,"
+        " coaches.call_name, coaches.email, coaches.lang"
+        " FROM engagements JOIN coaches ON coaches.id = engagements.coach_id"
+        " WHERE engagements.id = ?",
+        [engagement_id],
+    ).fetchone()
+    coach = {key: row[key] for key in ("name", "call_name", "email", "lang")}
+    return dict(row), coach | {"role": "coach"}
 
 
 def _attendee(member: dict) -> dict:
@@ -481,7 +456,8 @@ def _active_members(
         dict(row)
         for row in db.conn.execute(
             "SELECT members.client_id, clients.name, clients.call_name, clients.email,"
-            " clients.lang FROM members JOIN clients ON clients.id = members.client_id"
+            " clients.lang, 'client' AS role"
+            " FROM members JOIN clients ON clients.id = members.client_id"
             " WHERE members.engagement_id = :engagement"
             " AND (members.status = 'active' AND :client IS NULL OR members.client_id = :client)"
             " ORDER BY members.id",
