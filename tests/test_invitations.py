@@ -14,6 +14,7 @@ import pytest
 from icalendar import Calendar
 from support import (
     T0,
+    Html,
     as_json,
     deliver,
     english_sentences,
@@ -22,9 +23,11 @@ from support import (
     outbox_rows,
     refused,
     rows,
+    submission,
     text_of,
 )
 
+from twoyes.coach_view import make_coach_link
 from twoyes.endings import Ending, end_engagements
 from twoyes.engagements import start_engagement
 from twoyes.people import add_person
@@ -282,3 +285,29 @@ def test_a_member_who_joins_or_leaves_gets_the_planned_session_or_its_cancellati
     calendar, method = invitation_of(message)
     assert (method, str(event_of(calendar)["uid"])) == ("CANCEL", uid)
     assert "As you left the group" in text_of(message)
+
+
+def test_the_coach_plans_moves_and_cancels_from_the_overview_with_the_same_invitations(
+    app, db, client, smtp, engagement
+):
+    token = make_coach_link(db, "bob@example.org", datetime.now(UTC))["token"]
+    base = f"/c/{token}/engagements/{engagement}"
+
+    def press(page_path: str, action_end: str, **fields):
+        page = client.get(page_path)
+        (form,) = [f for f in Html(page.text).forms if (f["action"] or "").endswith(action_end)]
+        answer = client.post(form["action"], data=submission(form) | fields)
+        assert answer.status_code == 303, answer.text
+        deliver(app, db)
+        methods = [invitation_of(m)[1] for m in smtp.messages]
+        subjects = [m["Subject"] for m in smtp.messages]
+        smtp.clear()
+        return methods, subjects
+
+    methods, subjects = press(f"{base}/plan", "/plan", date=f"{YEAR}-04-07", time="10:00")
+    assert methods == ["REQUEST", "REQUEST"] and subjects[0].startswith("Session planned")
+    (session_id,) = [row["id"] for row in rows(db, "SELECT id FROM sessions")]
+    methods, subjects = press(f"{base}/move", "/move", date=f"{YEAR}-04-08", time="10:00")
+    assert methods == ["REQUEST", "REQUEST"] and subjects[0].startswith("Session moved")
+    methods, subjects = press(base, f"/sessions/{session_id}/cancel")
+    assert methods == ["CANCEL", "CANCEL"] and subjects[0].startswith("Session cancelled")

@@ -20,7 +20,6 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import sqlite_utils
-from icalendar import Calendar, Event, vCalAddress
 
 from twoyes.events import log_event
 from twoyes.mails import queue_invitation_mails
@@ -41,6 +40,10 @@ def build_calendar(facts: dict, zone: ZoneInfo, summary: str) -> str:
     start and end, the coach (organiser) and the attendees this reader may
     see (a group member sees only the coach and themselves).
     """
+    # Imported here, not at the top: icalendar takes 0.15 s or more to import, and every
+    # command and every tick would pay it, though only a delivery with invitations needs it.
+    from icalendar import Calendar, Event
+
     start = from_db(facts["starts_at"]).astimezone(zone)
     end = from_db(facts["ends_at"]).astimezone(zone)
     calendar = Calendar()
@@ -70,7 +73,9 @@ def build_calendar(facts: dict, zone: ZoneInfo, summary: str) -> str:
     return calendar.to_ical().decode("utf-8")
 
 
-def _address(name: str, email: str) -> vCalAddress:
+def _address(name: str, email: str):
+    from icalendar import vCalAddress  # see build_calendar
+
     address = vCalAddress(f"mailto:{email}")
     address.params["CN"] = name
     return address
