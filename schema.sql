@@ -9,6 +9,8 @@
 -- Every instant is UTC text in ISO 8601 with seconds and offset
 -- ("2026-11-27T09:00:00+00:00"), so text order is time order.
 
+-- A coach's booking_url is where clients pick a time for the next session (Cal.com,
+-- Calendly, ...): https only, and only when the coach gave one.
 CREATE TABLE IF NOT EXISTS coaches (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
@@ -16,7 +18,8 @@ CREATE TABLE IF NOT EXISTS coaches (
     lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
     created_at TEXT NOT NULL,
     -- The name mails greet them with; people.py fills in the first word of the name.
-    call_name TEXT CHECK (length(call_name) BETWEEN 1 AND 100)
+    call_name TEXT CHECK (length(call_name) BETWEEN 1 AND 100),
+    booking_url TEXT CHECK (booking_url LIKE 'https://%' AND length(booking_url) <= 2000)
 );
 
 -- A forgotten client (on request, or at the end of retention) keeps their row,
@@ -59,6 +62,8 @@ CREATE TABLE IF NOT EXISTS members (
 );
 
 -- A session is planned (start and length known, not yet held) or held.
+-- A planned session is in people's calendars as `uid` (random: a row id may come back after
+-- a cancellation), at version `sequence`, raised on every move (invitations.py).
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
     engagement_id INTEGER NOT NULL REFERENCES engagements (id),
@@ -67,8 +72,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     minutes INTEGER NOT NULL CHECK (minutes BETWEEN 1 AND 1440),
     ends_at TEXT NOT NULL,
     held_at TEXT,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    uid TEXT,
+    sequence INTEGER NOT NULL DEFAULT 0
 );
+
+CREATE UNIQUE INDEX IF NOT EXISTS sessions_uid ON sessions (uid);
 
 -- R7: at most one planned session per engagement.
 CREATE UNIQUE INDEX IF NOT EXISTS sessions_one_planned
@@ -150,6 +159,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL
         CHECK (kind IN ('decision', 'reminder', 'outcome', 'welcome_back', 'sign_in',
+                        'welcome', 'invitation',
                         'reply_recorded', 'reply_unclear', 'reply_refused', 'reply_forward')),
     engagement_id INTEGER REFERENCES engagements (id),
     to_name TEXT NOT NULL,

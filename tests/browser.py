@@ -150,7 +150,8 @@ class Practice:
         engagement_id = json.loads(started)["id"]
         self.cli("session", "done", str(engagement_id))
         self.cli("send")
-        (mail,) = self.inbox.to(email)
+        welcome, mail = self.inbox.to(email)  # the start's welcome, then the question
+        assert welcome["Subject"] == words(lang)("Welcome: every session can be the last")
         assert mail["Subject"] == words(lang)("Another session?")
         return engagement_id, mail
 

@@ -676,6 +676,43 @@ class Ledger:
             if any(key.endswith("token") for key in json.loads(mail["context"])):
                 self.say(f"mail {mail['id']} was delivered but still holds its link")
 
+    def check_welcome_and_invitation_mail(self) -> None:
+        """Each welcome and calendar mail belongs to the change that caused it (an event of its
+        engagement at its instant), reaches nobody twice for one change, and a session's
+        invitations to one person never go back to an older SEQUENCE (issue 17)."""
+        causes = {
+            "welcome": ("engagement_started", "member_added"),
+            "invitation": (
+                "session_planned",
+                "session_moved",
+                "session_cancelled",
+                "member_added",
+                "member_removed",
+            ),
+        }
+        seen: Counter = Counter()
+        sequences: dict[tuple[str, str], int] = {}
+        for mail in self.outbox:
+            if mail["kind"] not in causes:
+                continue
+            engagement_id, at = mail["engagement_id"], mail["created_at"]
+            if not any(
+                event["at"] == at
+                for kind in causes[mail["kind"]]
+                for event in self.of_engagement[kind, engagement_id]
+            ):
+                self.say(f"mail {mail['id']} ({mail['kind']}) belongs to no change")
+            seen[mail["kind"], engagement_id, at, mail["to_email"]] += 1
+            if mail["kind"] == "invitation":
+                context = json.loads(mail["context"])
+                key = (context["uid"], mail["to_email"])
+                if context["sequence"] < sequences.get(key, 0):
+                    self.say(f"mail {mail['id']}: an invitation went back to an older SEQUENCE")
+                sequences[key] = context["sequence"]
+        for (kind, engagement_id, at, address), number in seen.items():
+            if number > 1:
+                self.say(f"engagement {engagement_id}: {number} {kind} mails to {address} at {at}")
+
     def removed_since(self, party: dict, moment: str) -> bool:
         return any(at >= moment for at in self.removed_at.get(party["member_id"], ()))
 
@@ -695,6 +732,7 @@ def invariant_violations(db, *, swept_at: datetime | None = None) -> list[str]:
     ledger.check_engagements()
     ledger.check_sessions_and_members()
     ledger.check_mail()
+    ledger.check_welcome_and_invitation_mail()
     return ledger.problems
 
 
@@ -711,6 +749,15 @@ def year_unless_now(year: int) -> str:
     from zoneinfo import ZoneInfo
 
     return "" if year == datetime.now(ZoneInfo("Europe/Amsterdam")).year else f" {year}"
+
+
+# What takes a database made new back before version 7, for a test that upgrades it again.
+BEFORE_VERSION_7 = (
+    "DROP INDEX sessions_uid",
+    "ALTER TABLE sessions DROP COLUMN uid",
+    "ALTER TABLE sessions DROP COLUMN sequence",
+    "ALTER TABLE coaches DROP COLUMN booking_url",
+)
 
 
 # --- the command line, as a coach types it ----------------------------------------------------

@@ -849,10 +849,16 @@ def test_decide_a_malformed_round_id(run, db, engagement):
 
 
 def test_tick_runs_a_round_from_planned_session_to_close(run, db, engagement, smtp):
-    ok(run, "session", "add", engagement, "--at", "2030-01-10 10:00")  # 09:00 UTC to 10:00
-
     def tick(now: str):
         return ok(run, "tick", "--now", now)
+
+    ok(run, "session", "add", engagement, "--at", "2030-01-10 10:00")  # 09:00 UTC to 10:00
+    # The first tick delivers its invitations, for Anna's and Bob's calendars.
+    assert "mails sent: 2" in tick("2030-01-10T09:00:00+00:00").stdout
+    assert [m["Subject"] for m in smtp.messages] == [
+        "Session planned: Thursday 10 January 2030 at 10:00"
+    ] * 2
+    smtp.clear()
 
     def kinds() -> list[tuple[str, str]]:
         return sorted((message["Subject"], message["To"]) for message in smtp.messages)
@@ -907,6 +913,7 @@ def test_tick_runs_a_round_from_planned_session_to_close(run, db, engagement, sm
 
 def test_tick_reads_a_now_without_offset_in_the_practice_zone(run, db, engagement, smtp):
     ok(run, "session", "add", engagement, "--at", "2030-01-10 10:00")  # ends 10:00 UTC
+    ok(run, "tick", "--now", "2030-01-10T09:00")  # delivers its invitations
     before = dump(db)
     assert ok(run, "tick", "--now", "2030-01-10T10:59").stdout == ""  # 09:59 UTC
     assert dump(db) == before

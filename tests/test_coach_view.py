@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from support import (
+    BEFORE_VERSION_7,
     POLICY,
     T0,
     Inbox,
@@ -731,6 +732,7 @@ def test_init_upgrades_a_version_2_database(run, db, practice, app, client):
         "DROP VIEW round_parties",
         "ALTER TABLE coaches DROP COLUMN call_name",
         "ALTER TABLE clients DROP COLUMN call_name",
+        *BEFORE_VERSION_7,
         "PRAGMA user_version = 2",
     ):
         db.conn.execute(statement)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from support import (
     AMSTERDAM,
+    BEFORE_VERSION_7,
     POLICY,
     T0,
     Html,
@@ -252,6 +253,7 @@ def test_init_upgrades_an_outbox_that_knows_no_sign_in_mail(run, app, db, client
         "INSERT INTO outbox_v4 SELECT * FROM outbox",
         "DROP TABLE outbox",
         "ALTER TABLE outbox_v4 RENAME TO outbox",
+        *BEFORE_VERSION_7,
         "PRAGMA user_version = 4",
     ):
         db.conn.execute(statement)

@@ -514,16 +514,19 @@ def test_twoyes_deployed_behind_caddy_serves_clients_over_https(tmp_path):
         headers = wait_for_health(base_url, cafile, {web: gunicorn_log, caddy: caddy_log})
         assert headers["Strict-Transport-Security"] == "max-age=31536000"
 
-        # The timer's service sends the round's mails.
+        # The timer's service sends the start's welcome (Anna) and confirmation (Bob), and
+        # the round's mails.
         ticked = run_service(root, "twoyes-tick.service")
         assert ticked.returncode == 0, ticked.stderr
-        assert sorted(message["To"] for message in smtp.messages) == [
+        assert len(smtp.messages) == 4
+        asked = [message for message in smtp.messages if message["Subject"] == "Another session?"]
+        assert sorted(message["To"] for message in asked) == [
             "Anna de Vries <anna@example.org>",
             "Bob Coach <bob@example.org>",
         ]
 
         # Each decides from an address of their own, and claims another one.
-        anna, bob = sorted(smtp.messages, key=lambda message: message["To"])
+        anna, bob = sorted(asked, key=lambda message: message["To"])
         for message, source in [(anna, "127.0.0.2"), (bob, "127.0.0.3")]:
             link = next(link for link in URL.findall(text_of(message)) if "/continue" in link)
             decide(base_url, cafile, link, "continue", source=source, claimed="203.0.113.66")
@@ -532,7 +535,7 @@ def test_twoyes_deployed_behind_caddy_serves_clients_over_https(tmp_path):
         # Both said continue: the next tick sends the outcome to both.
         ticked = run_service(root, "twoyes-tick.service")
         assert ticked.returncode == 0, ticked.stderr
-        assert len(smtp.messages) == 4
+        assert len(smtp.messages) == 6
         links = links_everywhere(smtp.messages)
         assert len(links) >= 8 and all(link.startswith(base_url + "/") for link in links), links
 

@@ -37,6 +37,7 @@ ASK = "Another session?"
 REMINDER = "A reminder: another session?"
 GOES_ON = "We continue"
 GOODBYE = "Thank you, and welcome back any time"
+WELCOME = "Welcome: every session can be the last"
 
 
 def address(who: str) -> str:
@@ -604,14 +605,15 @@ def test_a_member_who_joins_mid_way_is_a_party_from_the_next_round(
     # Not a party of the open round: no mail, not counted, and it closes without him.
     assert "0 of 2 members have decided" in page_of(client, only_mail(smtp, "anna", ASK))
     send(app, db)
-    assert mails(smtp, "gijs") == []
+    # His welcome, and nothing of the open round.
+    assert [m["Subject"] for m in mails(smtp, "gijs")] == [WELCOME]
     for who in ("anna", "ben", "coach"):
         decide_by_mail(client, only_mail(smtp, who, ASK), "continue")
     round_ = describe_engagement(db, engagement_id)["sessions"][0]["round"]
     assert round_["outcome"] == "continue"
     assert [d["party"] for d in round_["decisions"]] == ["coach", address("anna"), address("ben")]
     send(app, db)
-    assert mails(smtp, "gijs") == []
+    assert [m["Subject"] for m in mails(smtp, "gijs")] == [WELCOME]
 
     smtp.clear()
     open_round_and_mail(app, db, client, smtp, engagement_id, now=T0 + timedelta(days=7))
@@ -944,6 +946,11 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
         "--title", "Leadership training", "--min-members", "3", "--json",
     )  # fmt: skip
     training = json.loads(out)["id"]
+    # Each participant is told how it works (every session can be the last); Fiona gets the
+    # same words as her confirmation.
+    assert "Delivered 7 mail(s)." in cli_ok(run, "send")
+    assert [m["Subject"] for m in smtp.messages].count(WELCOME) == 6
+    smtp.clear()
 
     def show() -> dict:
         return json.loads(cli_ok(run, "engagement", "show", training, "--json"))
@@ -1010,6 +1017,12 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
     # Session 2: planned, and its round opens at the first tick after it ended (R1).
     t2 = T0 + timedelta(days=7)
     cli_ok(run, "session", "add", training, "--at", local(t2), "--minutes", "120")
+    # Gijs's welcome, and the session's invitation to Fiona and each member taking part.
+    mark_invitations = len(smtp.messages)
+    assert "Delivered 8 mail(s)." in cli_ok(run, "send")
+    assert [m["Subject"] for m in mails(smtp, "gijs", since=mark_invitations)][0] == WELCOME
+    assert len(mails(smtp, "gijs", since=mark_invitations)) == 2
+    assert mails(smtp, "femke", since=mark_invitations) == []
     mark_2 = len(smtp.messages)
     ticked = json.loads(
         cli_ok(run, "tick", "--now", at(t2 + timedelta(hours=2, minutes=5)), "--json")

@@ -584,9 +584,13 @@ def test_script_in_names_titles_and_notes_is_escaped_in_pages_and_mails(run, db,
     start(run, "bob@example.org", "anna@example.org", extra=("--title", f"<b>Career</b> {SCRIPT}"))
     ok(run, "session", "done", "1", "--now", (datetime.now(UTC) - timedelta(minutes=1)).isoformat())
     deliver(app, db)
+    # The welcome mails (no links) say the names and the title too: as text, never markup.
+    welcomes = [html_of(message) for message in smtp.messages if not links_in(message)]
+    assert len(welcomes) == 2
     tokens = {
         parseaddr(message["To"])[1]: token_in_link(links_in(message)[0])
         for message in smtp.messages
+        if links_in(message)
     }
     note = f"</textarea>{SCRIPT}{IMG}"
     anna, bob = tokens["anna@example.org"], tokens["bob@example.org"]
@@ -619,12 +623,13 @@ def test_script_in_names_titles_and_notes_is_escaped_in_pages_and_mails(run, db,
     htmls = [html_of(message) for message in smtp.messages]
     assert len(htmls) == 3  # both outcome mails and the coach's welcome-back mail
 
-    for markup in pages + htmls:
+    for markup in pages + htmls + welcomes:
         seen = Html(markup)
         assert "script" not in seen.tags
         assert not [attrs for attrs in seen.attrs if "onerror" in attrs]
     # What was typed is there, as text to read.
     assert SCRIPT in Html(pages[0]).text, "Anna's page shows her name"
+    assert all(f"<b>Career</b> {SCRIPT}" in Html(html).text for html in welcomes)
     assert note in Html(pages[1]).text, "the coach's page shows Anna's note"
     assert "<b>Career</b>" in Html(pages[0]).text
     assert any(note in Html(html).text for html in htmls), "and so does the coach's mail"

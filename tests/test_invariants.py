@@ -53,7 +53,7 @@ from twoyes.people import add_person
 from twoyes.replies import handle_message
 from twoyes.rounds import close_overdue_rounds, open_due_rounds, record_decision, send_reminders
 from twoyes.rules import REASONS, Policy
-from twoyes.sessions import plan_session, record_session_done
+from twoyes.sessions import move_session, plan_session, record_session_done
 from twoyes.threads import hash_message_id
 from twoyes.times import to_db
 from twoyes.web import create_app
@@ -136,7 +136,7 @@ class Practice(RuleBasedStateMachine):
             )
         )
 
-    def refused(self, call, expected: type[TwoyesError]) -> None:
+    def refused(self, call, expected: type[TwoyesError] | tuple[type[TwoyesError], ...]) -> None:
         """The call must fail with `expected` and change nothing."""
         before = dump(self.db)
         with pytest.raises(expected):
@@ -168,7 +168,7 @@ class Practice(RuleBasedStateMachine):
         coach = data.draw(st.sampled_from(COACHES), label="coach")
         clients = data.draw(st.lists(st.sampled_from(CLIENTS), min_size=1, max_size=3, unique=True))
         least = data.draw(st.integers(1, len(clients)), label="min_members")
-        start_engagement(self.db, coach, clients, self.tick_clock(), min_members=least)
+        start_engagement(self.db, coach, clients, self.tick_clock(), min_members=least, mail=True)
 
     @precondition(lambda self: self.ids("SELECT id FROM engagements"))
     @rule(data=st.data())
@@ -196,7 +196,7 @@ class Practice(RuleBasedStateMachine):
             "SELECT id FROM sessions WHERE engagement_id = ? AND status = 'planned'", engagement_id
         )
         call = lambda: plan_session(  # noqa: E731
-            self.db, engagement_id, now + timedelta(minutes=starts_in), minutes, now
+            self.db, engagement_id, now + timedelta(minutes=starts_in), minutes, now, invite=True
         )
         if engagement["status"] == "ended" or self.has_open_round(engagement_id) or planned:
             self.refused(call, Conflict)
@@ -237,6 +237,7 @@ class Practice(RuleBasedStateMachine):
         if choice == "stop":
             reason = data.draw(st.one_of(st.none(), st.sampled_from(REASONS[party["role"]])))
         now = self.tick_clock()
+        nul = note is not None and "\x00" in note  # refused with a sentence, never kept
         call = lambda: record_decision(  # noqa: E731
             self.db,
             decision_id,
@@ -252,8 +253,8 @@ class Practice(RuleBasedStateMachine):
             or party["choice"] == "stop"
             or party["member_status"] == "left"
         ):
-            self.refused(call, Conflict)
-        elif usefulness is not None and not 0 <= usefulness <= 10:
+            self.refused(call, (Conflict, Invalid) if nul else Conflict)
+        elif nul or (usefulness is not None and not 0 <= usefulness <= 10):
             self.refused(call, Invalid)
         else:
             result = call()
@@ -371,12 +372,12 @@ class Practice(RuleBasedStateMachine):
         ).fetchone()
         status = status[0] if status else None
         if joining:
-            call = lambda: add_member(self.db, engagement_id, client, now)  # noqa: E731
+            call = lambda: add_member(self.db, engagement_id, client, now, welcome=True)  # noqa: E731
             ok = engagement["kind"] == "group" and engagement["status"] == "active"
             ok = ok and status != "active"
             expected = Conflict
         else:
-            call = lambda: remove_member(self.db, engagement_id, client, now)  # noqa: E731
+            call = lambda: remove_member(self.db, engagement_id, client, now, invite=True)  # noqa: E731
             ok = engagement["kind"] == "group" and status == "active"
             expected = NotFound if engagement["kind"] == "group" and status is None else Conflict
         if ok:
@@ -547,6 +548,42 @@ def test_the_checker_notices_a_broken_promise(db, lived, tampering, words):
     db.conn.execute(tampering)
     problems = invariant_violations(db)
     assert any(words in problem for problem in problems), problems
+
+
+def test_the_checker_notices_a_doubled_or_stray_welcome_or_invitation(db, people):
+    start = datetime.now(UTC)
+    engagement = start_engagement(db, people["coach"], [people["anna"]], start, mail=True)
+    session_id = plan_session(
+        db, engagement, start + timedelta(days=1), 60, start + timedelta(minutes=1), invite=True
+    )
+    move_session(
+        db, session_id, start + timedelta(days=2), start + timedelta(minutes=2), invite=True
+    )
+    assert invariant_violations(db) == []
+    db.conn.execute(
+        "INSERT INTO outbox (kind, engagement_id, to_name, to_email, lang, context, message_id,"
+        " next_attempt_at, created_at) SELECT kind, engagement_id, to_name, to_email, lang,"
+        " context, message_id || 'x', next_attempt_at, created_at FROM outbox"
+        " WHERE kind = 'welcome' AND to_email = 'anna@example.org'"
+    )
+    assert "1: 2 welcome mails to anna@example.org" in " ".join(invariant_violations(db))
+    db.conn.execute("DELETE FROM outbox WHERE message_id LIKE '%x'")
+    db.conn.execute(
+        "UPDATE outbox SET created_at = '2000-01-01T00:00:00+00:00' WHERE kind = 'invitation'"
+        " AND to_email = 'bob@example.org' AND json_extract(context, '$.change') = 'planned'"
+    )
+    problems = invariant_violations(db)
+    assert any("(invitation) belongs to no change" in problem for problem in problems), problems
+    db.conn.execute(
+        "UPDATE outbox SET context = json_set(context, '$.sequence', 0)"
+        " WHERE json_extract(context, '$.change') = 'moved'"
+    )
+    db.conn.execute(
+        "UPDATE outbox SET context = json_set(context, '$.sequence', 1)"
+        " WHERE json_extract(context, '$.change') = 'planned'"
+    )
+    problems = invariant_violations(db)
+    assert any("went back to an older SEQUENCE" in problem for problem in problems), problems
 
 
 # --- what the state machine found, as plain scenarios ------------------------------------------

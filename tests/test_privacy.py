@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from support import (
+    BEFORE_VERSION_7,
     POLICY,
     ROOT,
     T0,
@@ -830,6 +831,8 @@ def test_init_upgrades_a_version_1_database_and_forgetting_then_works(run, db, h
         db.conn.execute(f"ALTER TABLE {table} DROP COLUMN call_name")
     # Nor overview links (the coach's mails carry them since version 5).
     db.conn.execute("DELETE FROM tokens WHERE purpose = 'coach_view'")
+    for statement in BEFORE_VERSION_7:
+        db.conn.execute(statement)
     db.conn.execute("PRAGMA user_version = 1")
     rows = counts(db)
 

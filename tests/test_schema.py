@@ -14,6 +14,7 @@ import re
 import sqlite3
 
 import pytest
+from support import BEFORE_VERSION_7
 
 from twoyes import db as database
 from twoyes import endings, engagements, mails, parties, rounds
@@ -164,6 +165,7 @@ def test_init_upgrades_a_table_that_an_old_view_reads(db):
         " JOIN tokens ON tokens.decision_id = decisions.id",
         "ALTER TABLE coaches DROP COLUMN call_name",  # version 4 adds it
         "ALTER TABLE clients DROP COLUMN call_name",
+        *BEFORE_VERSION_7,
         "PRAGMA user_version = 2",
     ):
         db.conn.execute(statement)

@@ -57,10 +57,12 @@ def start_own_engagement(
     *,
     title: str | None = None,
     min_members: int = 1,
+    welcome: bool = True,
 ) -> int:
     """Start an engagement with clients the coach worked with (theirs only) and new ones,
     added on the way. A new client whose address the practice knows already is that
-    client (their name and language stay as they are)."""
+    client (their name and language stay as they are). The coach gets the confirmation,
+    and with `welcome` each client the welcome mail."""
     with transaction(db):
         coach = get_coach(db, coach_id)
         own = {client["id"]: client["email"] for client in list_own_clients(db, coach_id)}
@@ -71,7 +73,14 @@ def start_own_engagement(
         # The same person chosen and typed in as new is one member, not a mistake.
         emails = list(dict.fromkeys(email.lower() for email in emails))
         return start_engagement(
-            db, coach["email"], emails, now, title=title, min_members=min_members
+            db,
+            coach["email"],
+            emails,
+            now,
+            title=title,
+            min_members=min_members,
+            mail=True,
+            welcome=welcome,
         )
 
 
@@ -102,7 +111,7 @@ def plan_own_session(
         _require_sessions_allowed(db, get_own_engagement(db, coach_id, engagement_id))
         if find_planned_session(db, engagement_id):
             raise Conflict(PLANNED_ALREADY)
-        return plan_next_session(db, engagement_id, starts, minutes, now)
+        return plan_next_session(db, engagement_id, starts, minutes, now, invite=True)
 
 
 def move_own_session(
@@ -119,7 +128,7 @@ def move_own_session(
             _require_sessions_allowed(
                 db, get_own_engagement(db, coach_id, session["engagement_id"])
             )
-        return move_session(db, session_id, starts, now, minutes)
+        return move_session(db, session_id, starts, now, minutes, invite=True)
 
 
 def cancel_own_session(
@@ -127,7 +136,7 @@ def cancel_own_session(
 ) -> dict:
     with transaction(db):
         get_own_session(db, coach_id, session_id)
-        return cancel_session(db, session_id, now)
+        return cancel_session(db, session_id, now, invite=True)
 
 
 def reopen_own_engagement(
@@ -156,7 +165,7 @@ def reopen_own_engagement(
         reopen_engagement(db, engagement_id, now)
         if starts is None:
             return None
-        return plan_next_session(db, engagement_id, starts, minutes, now)
+        return plan_next_session(db, engagement_id, starts, minutes, now, invite=True)
 
 
 def add_own_member(
@@ -185,7 +194,7 @@ def add_own_member(
             [engagement_id, email],
         ).fetchone():
             raise Conflict(MEMBER_ALREADY)
-        return add_member(db, engagement_id, email, now)
+        return add_member(db, engagement_id, email, now, welcome=True)
 
 
 def remove_own_member(
@@ -197,7 +206,7 @@ def remove_own_member(
         member = get_own_member(db, coach_id, engagement_id, member_id)
         if member["status"] == "left":
             raise Conflict(LEFT_ALREADY)
-        return remove_member(db, engagement_id, member["email"], now)
+        return remove_member(db, engagement_id, member["email"], now, invite=True)
 
 
 def _require_sessions_allowed(db: sqlite_utils.Database, engagement: dict) -> None:

@@ -27,8 +27,9 @@ BUSY_TIMEOUT_MS = 30_000
 
 # The outbox as of version 5, and its kinds since then.
 OUTBOX_V5_KINDS = "'decision', 'reminder', 'outcome', 'welcome_back', 'sign_in'"
+OUTBOX_V7_KINDS = OUTBOX_V5_KINDS + ", 'welcome', 'invitation'"
 OUTBOX_V8_KINDS = (
-    OUTBOX_V5_KINDS + ", 'reply_recorded', 'reply_unclear', 'reply_refused', 'reply_forward'"
+    OUTBOX_V7_KINDS + ", 'reply_recorded', 'reply_unclear', 'reply_refused', 'reply_forward'"
 )
 OUTBOX = """CREATE TABLE {name} (
     id INTEGER PRIMARY KEY,
@@ -120,9 +121,24 @@ UPGRADES: dict[int, list[str]] = {
     # version 5: the outbox may hold a coach's sign-in mail (kind 'sign_in'); the table is
     # rebuilt for its CHECK, as version 3 rebuilt tokens. A very old database gets it new.
     5: rebuild_outbox(OUTBOX_V5_KINDS),
-    # Versions 6 and 7 belong to other branches of this work; the merge numbers them.
-    6: [],
-    7: [],
+    6: [],  # another branch's upgrade takes this number
+    # version 7: a planned session is in calendars (a stable uid, a sequence raised on every
+    # move); a coach may have a booking page; the outbox holds welcome mails and invitations
+    # (rebuilt for its CHECK, as version 5 did).
+    7: [
+        # A database from before version 1 may have no sessions table yet: its old shape.
+        "CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY,"
+        " engagement_id INTEGER NOT NULL REFERENCES engagements (id),"
+        " status TEXT NOT NULL CHECK (status IN ('planned', 'held')), starts_at TEXT NOT NULL,"
+        " minutes INTEGER NOT NULL CHECK (minutes BETWEEN 1 AND 1440), ends_at TEXT NOT NULL,"
+        " held_at TEXT, created_at TEXT NOT NULL)",
+        "ALTER TABLE sessions ADD COLUMN uid TEXT",
+        "ALTER TABLE sessions ADD COLUMN sequence INTEGER NOT NULL DEFAULT 0",
+        "UPDATE sessions SET uid = lower(hex(randomblob(16)))",
+        "ALTER TABLE coaches ADD COLUMN booking_url TEXT"
+        " CHECK (booking_url LIKE 'https://%' AND length(booking_url) <= 2000)",
+        *rebuild_outbox(OUTBOX_V7_KINDS),
+    ],
     # version 8: the outbox holds the mails a reply causes (replies.py); rebuilt for its CHECK
     # as in version 5. The tables of reply threads and inbound messages are new (schema.sql).
     8: rebuild_outbox(OUTBOX_V8_KINDS),

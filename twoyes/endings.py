@@ -21,6 +21,7 @@ from typing import NamedTuple
 import sqlite_utils
 
 from twoyes.db import transaction
+from twoyes.invitations import cancel_ending_sessions
 from twoyes.mails import queue_outcome_mails
 from twoyes.times import to_db
 
@@ -102,6 +103,8 @@ def end_engagements(
             db.conn.execute(CLOSE_ROUNDS, at)
             db.conn.execute(LOG_ENGAGEMENTS_ENDED, at)
             ended = db.conn.execute(END_ENGAGEMENTS, at).rowcount
+            if ended:
+                cancel_ending_sessions(db, now, mail=mail)
             db.conn.execute(LOG_ROUNDS_CLOSED, at)
             if mail:
                 queue_outcome_mails(db, now)

@@ -15,6 +15,7 @@ from twoyes.db import transaction
 from twoyes.endings import Ending, end_engagements
 from twoyes.errors import Conflict, Invalid, NotFound
 from twoyes.events import log_event
+from twoyes.mails import queue_welcome_mails
 from twoyes.people import clean_name, get_person_by_email
 from twoyes.rules import Policy
 from twoyes.times import to_db
@@ -28,8 +29,16 @@ def start_engagement(
     *,
     title: str | None = None,
     min_members: int = 1,
+    mail: bool = False,
+    welcome: bool = True,
 ) -> int:
-    """Start an engagement; two or more clients make a group."""
+    """Start an engagement; two or more clients make a group.
+
+    The principle is said at the start: with `mail`, each client gets a welcome
+    mail (unless not `welcome`: an engagement moved in from before) and the coach
+    its confirmation, with the same sentences. The command line and the coach's
+    page mail; a script or a test that only sets up an engagement does not.
+    """
     if not client_emails:
         raise Invalid("An engagement needs at least one client (--client EMAIL).")
     with transaction(db):
@@ -54,6 +63,8 @@ def start_engagement(
             [(engagement_id, client_id, to_db(now)) for client_id in ids],
         )
         log_event(db, "engagement_started", now, engagement_id=engagement_id, clients=ids)
+        if mail:
+            queue_welcome_mails(db, engagement_id, now, welcome_clients=welcome)
     return engagement_id
 
 

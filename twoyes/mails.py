@@ -234,6 +234,13 @@ SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
            'low_usefulness', json(CASE WHEN role = 'coach' THEN low_usefulness END),
            'client_choices', json(CASE WHEN role = 'coach' THEN client_choices END),
            'welcome_back_token', welcome_back_token,
+           -- A client of an individual engagement that goes on picks the next session's
+           -- time on the coach's booking page, when the coach has one.
+           'booking_url', CASE WHEN role = 'client' AND outcome = 'continue' AND NOT leaves
+                                    AND kind = 'individual' THEN (
+               SELECT coaches.booking_url FROM engagements
+               CROSS JOIN coaches ON coaches.id = engagements.coach_id
+               WHERE engagements.id = mails.engagement_id) END,
            'engagement_id', engagement_id, 'coach_view_token', coach_view_token
        ),
        -- A Message-ID in time order: new ones go to the end of its unique index.
@@ -305,3 +312,159 @@ def queue_sign_in_mail(
             "coach_view_token": token,
         },
     )
+
+
+def queue_welcome_mails(
+    db: sqlite_utils.Database,
+    engagement_id: int,
+    now: datetime,
+    *,
+    client_ids: list[int] | None = None,
+    welcome_clients: bool = True,
+    confirm: bool = True,
+) -> None:
+    """An engagement starts: each client hears how it works (every session can be the last),
+    in their own language, and the coach gets the same sentences as a confirmation.
+
+    `client_ids` narrows the welcome to those clients (a member who joins later); without
+    `welcome_clients` only the coach is mailed (an engagement moved in from before). No
+    decision links: there is nothing to decide yet.
+    """
+    engagement, coach = _engagement_and_coach(db, engagement_id)
+    members = _active_members(db, engagement_id)
+    facts = {
+        "coach_name": coach["name"],
+        "title": engagement["title"],
+        "group": engagement["kind"] == "group",
+        "min_members": engagement["min_members"],
+        "members_total": len(members),
+        "engagement_id": engagement_id,
+    }
+    for member in members if welcome_clients else ():
+        if client_ids is None or member["client_id"] in client_ids:
+            _queue_to(db, "welcome", now, engagement_id, member, facts, reply_to=coach)
+    if confirm:
+        facts |= {
+            "client_names": ", ".join(member["name"] for member in members),
+            "clients_welcomed": welcome_clients,
+            "coach_view_token": _new_overview_token(db, engagement_id, now),
+        }
+        _queue_to(db, "welcome", now, engagement_id, coach, facts)
+
+
+# What a change does to the session in people's calendars: the method of its invitation.
+CALENDAR_METHODS = {
+    "planned": "REQUEST",
+    "moved": "REQUEST",
+    "cancelled": "CANCEL",
+    "ended": "CANCEL",
+    "joined": "REQUEST",
+    "left": "CANCEL",
+}
+
+
+def queue_invitation_mails(
+    db: sqlite_utils.Database,
+    session: dict,
+    change: str,
+    now: datetime,
+    *,
+    client_id: int | None = None,
+) -> None:
+    """A session was planned, moved or cancelled (or its engagement ended): the coach and
+    each active member get a mail with its invitation for their calendar. With
+    `client_id`, only that member does: they joined the group (`joined`) or left it
+    (`left`) while the session was planned.
+
+    `session` is the row as it is now (as it was, for a cancellation). A cancellation
+    raises the sequence once more, past the last invitation people have. The coach's
+    invitation names every member; a member's names only the coach and themselves.
+    """
+    engagement_id = session["engagement_id"]
+    engagement, coach = _engagement_and_coach(db, engagement_id)
+    members = _active_members(db, engagement_id, client_id)
+    method = CALENDAR_METHODS[change]
+    facts = {
+        "change": change,
+        "method": method,
+        "uid": session["uid"],
+        "sequence": session["sequence"] + (method == "CANCEL"),
+        "starts_at": session["starts_at"],
+        "ends_at": session["ends_at"],
+        "minutes": session["minutes"],
+        "was": session.get("was"),
+        "stamp": to_db(now),
+        "title": engagement["title"],
+        "group": engagement["kind"] == "group",
+        "coach_name": coach["name"],
+        "coach_email": coach["email"],
+    }
+    # One member joining or leaving leaves the coach's calendar as it is.
+    if client_id is None:
+        everyone = {
+            "client_names": ", ".join(member["name"] for member in members),
+            "attendees": [_attendee(member) for member in members],
+        }
+        _queue_to(db, "invitation", now, engagement_id, coach, facts | everyone)
+    for member in members:
+        context = facts | {"attendees": [_attendee(member)]}
+        _queue_to(db, "invitation", now, engagement_id, member, context, reply_to=coach)
+
+
+def _queue_to(
+    db: sqlite_utils.Database,
+    kind: str,
+    now: datetime,
+    engagement_id: int,
+    person: dict,
+    context: dict,
+    reply_to: dict | None = None,
+) -> None:
+    """One mail about an engagement to one person (a coach, or a client with reply_to their
+    coach), in their language and greeting them by their name."""
+    queue_mail(
+        db,
+        kind,
+        now,
+        to=(person["name"], person["email"]),
+        reply_to=(reply_to["name"], reply_to["email"]) if reply_to else None,
+        lang=person["lang"],
+        engagement_id=engagement_id,
+        context=context
+        | {"role": person["role"], "name": person["name"], "call_name": person["call_name"]},
+    )
+
+
+def _engagement_and_coach(db: sqlite_utils.Database, engagement_id: int) -> tuple[dict, dict]:
+    row = db.conn.execute(
+        "SELECT engagements.title, engagements.kind, engagements.min_members, coaches.name,"
+        " coaches.call_name, coaches.email, coaches.lang"
+        " FROM engagements JOIN coaches ON coaches.id = engagements.coach_id"
+        " WHERE engagements.id = ?",
+        [engagement_id],
+    ).fetchone()
+    coach = {key: row[key] for key in ("name", "call_name", "email", "lang")}
+    return dict(row), coach | {"role": "coach"}
+
+
+def _attendee(member: dict) -> dict:
+    return {"name": member["name"], "email": member["email"]}
+
+
+def _active_members(
+    db: sqlite_utils.Database, engagement_id: int, client_id: int | None = None
+) -> list[dict]:
+    """The clients taking part now, in the order they joined; with `client_id`, that one
+    client, taking part or not."""
+    return [
+        dict(row)
+        for row in db.conn.execute(
+            "SELECT members.client_id, clients.name, clients.call_name, clients.email,"
+            " clients.lang, 'client' AS role"
+            " FROM members JOIN clients ON clients.id = members.client_id"
+            " WHERE members.engagement_id = :engagement"
+            " AND (members.status = 'active' AND :client IS NULL OR members.client_id = :client)"
+            " ORDER BY members.id",
+            {"engagement": engagement_id, "client": client_id},
+        )
+    ]

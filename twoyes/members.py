@@ -16,15 +16,24 @@ from twoyes.db import transaction
 from twoyes.engagements import get_engagement
 from twoyes.errors import Conflict, NotFound
 from twoyes.events import log_event
+from twoyes.mails import queue_invitation_mails, queue_welcome_mails
 from twoyes.people import get_person_by_email
 from twoyes.rounds import leave_group, settle_round
 from twoyes.times import to_db
 
 
 def add_member(
-    db: sqlite_utils.Database, engagement_id: int, client_email: str, now: datetime
+    db: sqlite_utils.Database,
+    engagement_id: int,
+    client_email: str,
+    now: datetime,
+    *,
+    welcome: bool = False,
 ) -> dict:
-    """A client joins a group; a party from the next round on."""
+    """A client joins a group; a party from the next round on.
+
+    With `welcome`, they get the welcome mail the group got at its start.
+    """
     with transaction(db):
         engagement, client, member = look_up_member(db, engagement_id, client_email)
         if engagement["status"] == "ended":
@@ -46,13 +55,22 @@ def add_member(
                 [engagement_id, client["id"], to_db(now)],
             ).lastrowid
         log_event(db, "member_added", now, engagement_id=engagement_id, member_id=member_id)
+        if welcome:
+            queue_welcome_mails(db, engagement_id, now, client_ids=[client["id"]], confirm=False)
+            _tell_calendar(db, engagement_id, client["id"], "joined", now)
     return {"engagement_id": engagement_id, "member_id": member_id, "email": client["email"]}
 
 
 def remove_member(
-    db: sqlite_utils.Database, engagement_id: int, client_email: str, now: datetime
+    db: sqlite_utils.Database,
+    engagement_id: int,
+    client_email: str,
+    now: datetime,
+    *,
+    invite: bool = False,
 ) -> dict:
-    """A member leaves now: out of any open round, their links there stop working."""
+    """A member leaves now: out of any open round, their links there stop working. With
+    `invite`, a planned session comes off their calendar."""
     with transaction(db):
         _, client, member = look_up_member(db, engagement_id, client_email)
         if member is None:
@@ -60,6 +78,8 @@ def remove_member(
         if member["status"] == "left":
             raise Conflict(f"{client['email']} has left engagement {engagement_id} already.")
         leave_group(db, member["id"], engagement_id, now)
+        if invite:
+            _tell_calendar(db, engagement_id, client["id"], "left", now)
         open_round = db.conn.execute(
             "SELECT id FROM rounds WHERE engagement_id = ? AND status = 'open'", [engagement_id]
         ).fetchone()
@@ -100,6 +120,18 @@ def look_up_member(db: sqlite_utils.Database, engagement_id: int, client_email: 
         [engagement_id, client["id"]],
     ).fetchone()
     return engagement, client, member
+
+
+def _tell_calendar(
+    db: sqlite_utils.Database, engagement_id: int, client_id: int, change: str, now: datetime
+) -> None:
+    """A member who joins gets the planned session's invitation, one who leaves its
+    cancellation; without a planned session there is nothing to tell."""
+    planned = db.conn.execute(
+        "SELECT * FROM sessions WHERE engagement_id = ? AND status = 'planned'", [engagement_id]
+    ).fetchone()
+    if planned:
+        queue_invitation_mails(db, dict(planned), change, now, client_id=client_id)
 
 
 def require_group(engagement: dict) -> None:

@@ -13,6 +13,7 @@ import re
 import sqlite3
 import unicodedata
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import sqlite_utils
 from email_validator import EmailNotValidError, validate_email
@@ -91,6 +92,30 @@ def clean_call_name(call_name: str | None, name: str) -> str:
     return clean_name(call_name, what="call name", most=100)
 
 
+BOOKING_URL = N_("A booking address must be a full https:// address, such as https://cal.com/anna.")
+
+
+def clean_booking_url(url: str | None) -> str | None:
+    """A coach's booking page as clients will open it: https only (the link sits in mail,
+    and a plain http page can be changed on its way); empty means none."""
+    url = (url or "").strip()
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if (
+        parts.scheme != "https"
+        or not host
+        or len(url) > 2000
+        or any(char.isspace() or unicodedata.category(char).startswith("C") for char in url)
+    ):
+        raise Invalid(BOOKING_URL)
+    return url
+
+
 def add_person(
     db: sqlite_utils.Database,
     role: str,
@@ -99,17 +124,22 @@ def add_person(
     lang: str,
     now: datetime,
     call_name: str | None = None,
+    booking_url: str | None = None,
 ) -> int:
     """Add a coach or a client; the address must be new for that role.
 
     `call_name` is what mails greet them with ("Hello Anna"); by default the
-    first word of the name.
+    first word of the name. A coach may have a `booking_url`, where clients
+    pick a time for the next session.
     """
     table = ROLES[role]
     name, email = clean_name(name), normalise_email(email)
     call_name = clean_call_name(call_name, name)
     if lang not in LANGUAGES:
         raise Invalid(f"Language {lang!r} is not supported; choose one of {', '.join(LANGUAGES)}.")
+    booking_url = clean_booking_url(booking_url)
+    if booking_url and role != "coach":
+        raise Invalid("Only a coach has a booking address.")
     with transaction(db):
         try:
             cursor = db.conn.execute(
@@ -127,8 +157,25 @@ def add_person(
             raise Conflict(
                 f"There is already a {role} with the address {stored['email']} ({stored['name']})."
             ) from error
+        if booking_url:
+            db.conn.execute(
+                "UPDATE coaches SET booking_url = ? WHERE id = ?", [booking_url, cursor.lastrowid]
+            )
         log_event(db, f"{role}_added", now, **{f"{role}_id": cursor.lastrowid})
     return cursor.lastrowid
+
+
+def set_booking_url(db: sqlite_utils.Database, email: str, url: str, now: datetime) -> dict:
+    """Give a coach a booking page, another one, or (an empty `url`) none; returns the coach
+    as stored. "We continue" mails to their clients carry it from then on."""
+    booking_url = clean_booking_url(url)
+    with transaction(db):
+        coach = get_person_by_email(db, "coach", email)
+        db.conn.execute(
+            "UPDATE coaches SET booking_url = ? WHERE id = ?", [booking_url, coach["id"]]
+        )
+        log_event(db, "coach_changed", now, coach_id=coach["id"])
+    return coach | {"booking_url": booking_url}
 
 
 def set_call_name(

@@ -14,15 +14,27 @@ from twoyes.db import transaction
 from twoyes.engagements import get_engagement, session_number
 from twoyes.errors import N_, Conflict, Invalid, NotFound
 from twoyes.events import log_event
+from twoyes.invitations import new_uid
+from twoyes.mails import queue_invitation_mails
 from twoyes.rounds import open_round, require_open_for_sessions
 from twoyes.rules import Policy
 from twoyes.times import to_db
 
 
 def plan_session(
-    db: sqlite_utils.Database, engagement_id: int, starts: datetime, minutes: int, now: datetime
+    db: sqlite_utils.Database,
+    engagement_id: int,
+    starts: datetime,
+    minutes: int,
+    now: datetime,
+    *,
+    invite: bool = False,
 ) -> int:
-    """Plan the next session; its round opens at the first tick after it ends (R1)."""
+    """Plan the next session; its round opens at the first tick after it ends (R1).
+
+    With `invite`, the coach and each member get its invitation for their calendar
+    (the command line and the coach's pages invite; a script that only records does not).
+    """
     if not 1 <= minutes <= 1440:
         raise Invalid("A session lasts from 1 to 1440 minutes.")
     with transaction(db):
@@ -36,17 +48,20 @@ def plan_session(
                 "an engagement plans one session at a time."
             )
         session_id = db.conn.execute(
-            "INSERT INTO sessions (engagement_id, status, starts_at, minutes, ends_at, created_at)"
-            " VALUES (?, 'planned', ?, ?, ?, ?)",
+            "INSERT INTO sessions (engagement_id, status, starts_at, minutes, ends_at,"
+            " created_at, uid) VALUES (?, 'planned', ?, ?, ?, ?, ?)",
             [
                 engagement_id,
                 to_db(starts),
                 minutes,
                 to_db(starts + timedelta(minutes=minutes)),
                 to_db(now),
+                new_uid(),
             ],
         ).lastrowid
         log_event(db, "session_planned", now, engagement_id=engagement_id, session_id=session_id)
+        if invite:
+            queue_invitation_mails(db, get_planned_session(db, session_id), "planned", now)
     return session_id
 
 
@@ -120,11 +135,17 @@ def get_planned_session(db: sqlite_utils.Database, session_id: int) -> dict:
 
 
 def plan_next_session(
-    db: sqlite_utils.Database, engagement_id: int, starts: datetime, minutes: int, now: datetime
+    db: sqlite_utils.Database,
+    engagement_id: int,
+    starts: datetime,
+    minutes: int,
+    now: datetime,
+    *,
+    invite: bool = False,
 ) -> int:
     """Plan a session from a coach's page: as plan_session (R7), and never in the past."""
     require_to_come(starts, minutes, now)
-    return plan_session(db, engagement_id, starts, minutes, now)
+    return plan_session(db, engagement_id, starts, minutes, now, invite=invite)
 
 
 def move_session(
@@ -133,11 +154,15 @@ def move_session(
     starts: datetime,
     now: datetime,
     minutes: int | None = None,
+    *,
+    invite: bool = False,
 ) -> dict:
     """Give the planned session a new start (and length); its round still opens after it (R1).
 
     R7 holds: only a planned session moves, on an engagement that is active
     and has no open round. What it was and what it became are in the event.
+    Its calendar sequence goes up by one, so calendars replace their copy;
+    with `invite`, everyone gets the moved invitation.
     """
     with transaction(db):
         session = get_planned_session(db, session_id)
@@ -145,7 +170,8 @@ def move_session(
         require_to_come(starts, minutes, now)
         require_open_for_sessions(db, get_engagement(db, session["engagement_id"]))
         db.conn.execute(
-            "UPDATE sessions SET starts_at = ?, minutes = ?, ends_at = ? WHERE id = ?",
+            "UPDATE sessions SET starts_at = ?, minutes = ?, ends_at = ?, sequence = sequence + 1"
+            " WHERE id = ?",
             [to_db(starts), minutes, to_db(starts + timedelta(minutes=minutes)), session_id],
         )
         log_event(
@@ -158,18 +184,26 @@ def move_session(
             starts_at=to_db(starts),
             minutes=minutes,
         )
-    return session | {"starts_at": to_db(starts), "minutes": minutes, "was": session["starts_at"]}
+        moved = get_planned_session(db, session_id) | {"was": session["starts_at"]}
+        if invite:
+            queue_invitation_mails(db, moved, "moved", now)
+    return moved
 
 
-def cancel_session(db: sqlite_utils.Database, session_id: int, now: datetime) -> dict:
+def cancel_session(
+    db: sqlite_utils.Database, session_id: int, now: datetime, *, invite: bool = False
+) -> dict:
     """Take the planned session off the calendar; no round will follow it.
 
     The row goes (a session is planned or held, nothing in between); the event
     keeps when it was planned for. With nothing planned, R6 may end the
-    engagement once it has been quiet for IDLE_DAYS.
+    engagement once it has been quiet for IDLE_DAYS. With `invite`, everyone
+    gets the cancellation for their calendar.
     """
     with transaction(db):
         session = get_planned_session(db, session_id)
+        if invite:
+            queue_invitation_mails(db, session, "cancelled", now)
         db.conn.execute("DELETE FROM sessions WHERE id = ?", [session_id])
         log_event(
             db,

@@ -63,10 +63,18 @@ def engagement():
     is_flag=True,
     help="Start it even though the same coach and clients have an active engagement.",
 )
+@click.option(
+    "--no-welcome",
+    is_flag=True,
+    help="Send the clients no welcome mail (an engagement moved in from before).",
+)
 @json_option
 @with_app
-def engagement_start(coach_email, client_emails, title, min_members, again, as_json):
+def engagement_start(coach_email, client_emails, title, min_members, again, no_welcome, as_json):
     """Start an engagement; two or more clients make a group.
+
+    Each client gets a welcome mail that says how it works (every session can be
+    the last), and the coach a confirmation with the same sentences.
 
     Example: python cli.py engagement start --coach bob@example.org --client anna@example.org
     """
@@ -79,13 +87,21 @@ def engagement_start(coach_email, client_emails, title, min_members, again, as_j
             "another one."
         )
     engagement_id = start_engagement(
-        get_db(), coach_email, list(client_emails), utcnow(), title=title, min_members=min_members
+        get_db(),
+        coach_email,
+        list(client_emails),
+        utcnow(),
+        title=title,
+        min_members=min_members,
+        mail=True,
+        welcome=not no_welcome,
     )
     if as_json:
         print_json({"id": engagement_id})
     else:
+        welcomed = "The clients get no welcome mail." if no_welcome else "Welcome mails are queued."
         click.echo(
-            f"Started engagement {engagement_id}. After a session: "
+            f"Started engagement {engagement_id}. {welcomed} After a session: "
             f"python cli.py session done {engagement_id}"
         )
 
@@ -190,9 +206,11 @@ def engagement_reopen(engagement_id):
 def engagement_add_member(engagement_id, email, now, as_json):
     """Add a client to a group; they decide from the next round on.
 
+    They get the welcome mail the group got, and the planned session's invitation, if any.
+
     Example: python cli.py engagement add-member 4 dana@example.org
     """
-    result = add_member(get_db(), engagement_id, email, now)
+    result = add_member(get_db(), engagement_id, email, now, welcome=True)
     if as_json:
         print_json(result)
     else:
@@ -211,9 +229,11 @@ def engagement_add_member(engagement_id, email, now, as_json):
 def engagement_remove_member(engagement_id, email, now, as_json):
     """Take a client out of a group now; their links in an open round stop working.
 
+    A planned session comes off their calendar (they get its cancellation).
+
     Example: python cli.py engagement remove-member 4 dana@example.org
     """
-    result = remove_member(get_db(), engagement_id, email, now)
+    result = remove_member(get_db(), engagement_id, email, now, invite=True)
     if as_json:
         print_json(result)
         return
@@ -253,7 +273,7 @@ def session_add(engagement_id, at, minutes, as_json):
             f"{at:%Y-%m-%d %H:%M} is in the past; for a session that took place, use "
             f"`python cli.py session done {engagement_id}`."
         )
-    session_id = plan_session(get_db(), engagement_id, starts, minutes, now)
+    session_id = plan_session(get_db(), engagement_id, starts, minutes, now, invite=True)
     if as_json:
         print_json({"session_id": session_id})
     else:
@@ -314,7 +334,7 @@ def session_move(session_id, at, minutes, now, as_json):
     Example: python cli.py session move 12 --at "2026-12-16 10:00" --minutes 90
     """
     starts = at.replace(tzinfo=settings().zone)
-    moved = move_session(get_db(), session_id, starts, now, minutes)
+    moved = move_session(get_db(), session_id, starts, now, minutes, invite=True)
     if as_json:
         print_json({key: moved[key] for key in ("id", "engagement_id", "starts_at", "minutes")})
     else:
@@ -333,7 +353,7 @@ def session_cancel(session_id, now):
 
     Example: python cli.py session cancel 12
     """
-    cancelled = cancel_session(get_db(), session_id, now)
+    cancelled = cancel_session(get_db(), session_id, now, invite=True)
     was = local(cancelled["starts_at"], settings().zone)
     click.echo(
         f"Cancelled session {session_id} of engagement {cancelled['engagement_id']} "

@@ -37,8 +37,14 @@ from flask import current_app, render_template
 from flask_babel import force_locale, get_translations
 from jinja2 import TemplateError
 
-from twoyes.mail.mime import address_header, header, multipart_alternative, subject_header
-from twoyes.mail.wording import bound_gettext, subject_for
+from twoyes.mail.mime import (
+    address_header,
+    header,
+    multipart_alternative,
+    multipart_with_calendar,
+    subject_header,
+)
+from twoyes.mail.wording import bound_gettext, calendar_of, subject_for
 from twoyes.outbox import claim_due_mail, count_waiting, mark_failed_attempt, mark_sent
 from twoyes.people import ascii_address
 from twoyes.settings import Settings
@@ -194,7 +200,11 @@ class Writer:
         head.append(header("Message-ID", f"<{mail['message_id']}@{self.domain}>"))
         # RFC 3834: a machine wrote this, so most out-of-office responders stay quiet.
         head.append("Auto-Submitted: auto-generated\r\n")
-        return Message(self.sender, recipient, subject, multipart_alternative(head, text, html))
+        calendar = calendar_of(mail)
+        if calendar is None:
+            return Message(self.sender, recipient, subject, multipart_alternative(head, text, html))
+        data = multipart_with_calendar(head, text, html, calendar, context["method"])
+        return Message(self.sender, recipient, subject, data)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -17,6 +17,7 @@ from jinja2 import pass_eval_context
 from markupsafe import Markup
 
 from twoyes.errors import N_
+from twoyes.invitations import build_calendar
 from twoyes.times import format_local
 
 SUBJECTS = {
@@ -29,6 +30,15 @@ SUBJECTS = {
     "outcome_stop_coach_untitled": N_("Your engagement with %(client_names)s has ended"),
     "welcome_back": N_("%(client_name)s would like a new session"),
     "sign_in": N_("Your link to your overview"),
+    "welcome": N_("Welcome: every session can be the last"),
+    "welcome_coach": N_("%(title)s has started"),
+    "welcome_coach_untitled": N_("Your engagement with %(client_names)s has started"),
+    "invitation_planned": N_("Session planned: %(when)s"),
+    "invitation_moved": N_("Session moved to %(when)s"),
+    "invitation_cancelled": N_("Session cancelled: %(when)s"),
+    "invitation_ended": N_("Session cancelled: %(when)s"),
+    "invitation_joined": N_("Session planned: %(when)s"),
+    "invitation_left": N_("Session cancelled: %(when)s"),
     "reply_recorded": N_("Your answer is recorded"),
     "reply_unclear": N_("We could not read your answer"),
     "reply_refused": N_("About your reply"),
@@ -146,13 +156,146 @@ def subject_for(kind: str, context: dict) -> str:
         kind = "outcome_stop" if context.get("you_left") else f"outcome_{context['outcome']}"
         if kind == "outcome_stop" and context.get("role") == "coach":
             kind = "outcome_stop_coach" if context.get("title") else "outcome_stop_coach_untitled"
+    elif kind == "welcome" and context.get("role") == "coach":
+        kind = "welcome_coach" if context.get("title") else "welcome_coach_untitled"
+    elif kind == "invitation":
+        kind = f"invitation_{context['change']}"
     return gettext(
         SUBJECTS[kind],
         client_name=context.get("client_name", ""),
         client_names=context.get("client_names") or "",
         title=context.get("title") or "",
         sender_name=context.get("sender_name") or context.get("sender_email") or "",
+        when=format_when(context.get("starts_at")),
     )
+
+
+def welcome_paragraphs(context: dict) -> list[str]:
+    """What a client reads when their engagement starts (and their coach, as confirmation):
+    every session can be the last, what happens after each one, and that coming back later
+    is always possible."""
+    names = {"coach_name": context["coach_name"], "title": context.get("title") or ""}
+    days = current_app.extensions["twoyes"].policy.decision_days
+    if not context["group"]:
+        return [
+            gettext("Welcome! %(coach_name)s is your coach for %(title)s.", **names)
+            if context.get("title")
+            else gettext("Welcome! %(coach_name)s is your coach.", **names),
+            gettext(
+                "We work in a simple way: every session can be the last. After each session, "
+                "you and %(coach_name)s each decide whether another session would be useful, "
+                "so nobody sits through sessions that no longer help.",
+                **names,
+            ),
+            ngettext(
+                "After each session you get one mail with two choices: another session would "
+                "be useful, or you have what you need for now. Please answer within %(num)s "
+                "day; if we hear nothing by then, we stop: we never continue without a yes.",
+                "After each session you get one mail with two choices: another session would "
+                "be useful, or you have what you need for now. Please answer within %(num)s "
+                "days; if we hear nothing by then, we stop: we never continue without a yes.",
+                days,
+            ),
+            gettext(COMING_BACK),
+        ]
+    return [
+        gettext("Welcome to %(title)s, a group with %(coach_name)s as facilitator.", **names)
+        if context.get("title")
+        else gettext(
+            "Welcome! You take part in a group with %(coach_name)s as facilitator.", **names
+        ),
+        gettext(
+            "We work in a simple way: every session can be the last. After each session, each "
+            "member decides for themselves whether another session is useful, and "
+            "%(coach_name)s decides too. So the group may turn out shorter than you expect, "
+            "and that is fine: nobody has to sit through sessions that no longer help.",
+            **names,
+        ),
+        ngettext(
+            "After each session you get one mail with two choices: another session would be "
+            "useful, or you have what you need for now. Please answer within %(num)s day; if "
+            "we hear nothing by then, we take it that you stop.",
+            "After each session you get one mail with two choices: another session would be "
+            "useful, or you have what you need for now. Please answer within %(num)s days; if "
+            "we hear nothing by then, we take it that you stop.",
+            days,
+        ),
+        ngettext(
+            "The group goes on as long as %(coach_name)s and at least %(num)s member choose to "
+            "continue. Whoever stops leaves the group and the others carry on; when fewer than "
+            "%(num)s want to go on, the group ends there.",
+            "The group goes on as long as %(coach_name)s and at least %(num)s members choose "
+            "to continue. Whoever stops leaves the group and the others carry on; when fewer "
+            "than %(num)s want to go on, the group ends there.",
+            context["min_members"],
+            **names,
+        ),
+        gettext(COMING_BACK),
+    ]
+
+
+COMING_BACK = N_(
+    "Stopping is a good outcome: being able to go on by yourself is what coaching is about. "
+    "And if you would like to come back later, you are always welcome."
+)
+
+
+def invitation_paragraphs(context: dict) -> list[str]:
+    """What changed about a session, for the mail its calendar invitation rides in."""
+    when = format_when(context["starts_at"])
+    change = context["change"]
+    if change in ("planned", "joined"):
+        first = ngettext(
+            "The next session is planned: %(when)s, %(num)s minute.",
+            "The next session is planned: %(when)s, %(num)s minutes.",
+            context["minutes"],
+            when=when,
+        )
+    elif change == "moved":
+        first = ngettext(
+            "The session of %(was)s has moved to %(when)s (%(num)s minute).",
+            "The session of %(was)s has moved to %(when)s (%(num)s minutes).",
+            context["minutes"],
+            was=format_when(context["was"]),
+            when=when,
+        )
+    elif change == "cancelled":
+        first = gettext("The session of %(when)s is cancelled.", when=when)
+    elif change == "left":
+        first = gettext(
+            "As you left the group, the session of %(when)s comes off your calendar.", when=when
+        )
+    else:
+        first = gettext(
+            "The session of %(when)s will not take place, as the engagement has ended.",
+            when=when,
+        )
+    if context["method"] == "CANCEL":
+        return [first, gettext("The cancellation for your calendar is attached.")]
+    return [first, gettext("The invitation for your calendar is attached.")]
+
+
+def calendar_summary(context: dict) -> str:
+    """The calendar entry's title, in the reader's words."""
+    if context["role"] == "coach":
+        names = context.get("client_names") or ""
+        if context.get("title"):
+            return gettext("%(title)s: session with %(names)s", title=context["title"], names=names)
+        return gettext("Session with %(names)s", names=names)
+    if context.get("title"):
+        return gettext(
+            "%(title)s: session with %(names)s", title=context["title"], names=context["coach_name"]
+        )
+    return gettext("Session with %(names)s", names=context["coach_name"])
+
+
+def calendar_of(mail: dict) -> str | None:
+    """An invitation mail's iCalendar text; None for every other mail."""
+    if mail["kind"] != "invitation":
+        return None
+    context = mail["context"]
+    zone = current_app.extensions["twoyes"].zone
+    return build_calendar(context, zone, calendar_summary(context))
 
 
 def outcome_paragraphs(context: dict) -> list[str]:
@@ -242,7 +385,9 @@ def _outcome_lines(context: dict) -> list[str]:
                 "You and %(coach_name)s both chose to continue, so there will be another session.",
                 **names,
             ),
-            gettext("%(coach_name)s will be in touch to plan it.", **names),
+            gettext("Use the link below to choose a moment that suits you.")
+            if context.get("booking_url")
+            else gettext("%(coach_name)s will be in touch to plan it.", **names),
         ]
     if role == "coach":
         ending = END_SENTENCES["coach"][context["end_reason"]]

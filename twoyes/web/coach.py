@@ -225,6 +225,7 @@ def start_engagement(token: str):
             visit.now,
             title=form.title,
             min_members=form.min_members,
+            welcome=form.welcome,
         )
         return engagement_url(token, engagement_id)
 

@@ -104,6 +104,7 @@ class EngagementForm:
     title: str | None = None
     min_members: int = 1
     rows: int = 1
+    welcome: bool = True
     problems: list[Problem] = field(default_factory=list)
 
     @classmethod
@@ -121,6 +122,7 @@ class EngagementForm:
         count = len(set(form.client_ids)) + len(form.new_clients)
         if count == 0 and not form.problems:
             form.problems.append(N_("Please choose a client, or fill in a new one."))
+        form.welcome = not data.get("no_welcome")
         form.title = clean_free_text(data.get("title"))
         if form.title and len(form.title) > TITLE_MAX:
             form.problems.append(

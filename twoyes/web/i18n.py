@@ -18,7 +18,9 @@ from twoyes.mail.wording import (
     format_date,
     format_day,
     format_when,
+    invitation_paragraphs,
     outcome_paragraphs,
+    welcome_paragraphs,
 )
 from twoyes.rules import LANGUAGES
 from twoyes.settings import Settings
@@ -35,6 +37,8 @@ def init_language(app: Flask, settings: Settings) -> None:
     app.jinja_env.globals["REASON_LABELS"] = REASON_LABELS
     app.jinja_env.globals["ENDING_LABELS"] = ENDING_LABELS
     app.jinja_env.globals["outcome_paragraphs"] = outcome_paragraphs
+    app.jinja_env.globals["welcome_paragraphs"] = welcome_paragraphs
+    app.jinja_env.globals["invitation_paragraphs"] = invitation_paragraphs
     app.jinja_env.globals["current_language"] = lambda: str(get_locale() or "en")
     # Heads every page and signs every mail (templates say "twoyes" while it is unset).
     app.jinja_env.globals["practice_name"] = settings.practice_name
