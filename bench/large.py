@@ -36,6 +36,7 @@ from run import (
     generate,
     log,
     median,
+    print_closing,
     query,
     run_child,
     spread,
@@ -234,12 +235,7 @@ def main() -> None:
     print()
     print(table(results))
     print()
-    print(
-        f"Load average {load_before:.2f} before, {load_after:.2f} after. "
-        f"Took {elapsed / 60:.1f} min. Wrote bench/results-large.json."
-    )
-    missed = [result["item"] for result in results if not result["goal_met"]]
-    print(f"Goals missed: {', '.join(missed)}" if missed else "Every goal met.")
+    print_closing(results, load_before, load_after, elapsed, RESULTS)
 
 
 if __name__ == "__main__":
