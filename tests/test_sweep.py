@@ -119,3 +119,15 @@ def test_json_lines_each_parse_and_every_engagement_ends_once(settings, overdue_
     assert tuple(once) == (ROUNDS, ROUNDS, ROUNDS, ROUNDS, 2 * ROUNDS)
     again = sweep_to_end(settings, "--json")
     assert (again.returncode, again.stdout) == (0, "")
+
+
+def test_a_sweep_whose_reader_goes_away_still_ends_everything_quietly(settings, overdue_db):
+    # `close-undecided | head -1`: the reader takes one line and is gone.
+    with sweep(settings) as process:
+        first = process.stdout.readline()
+        process.stdout.close()
+        errors = process.stderr.read()
+        process.wait(timeout=300)
+    assert first.startswith("Closed round ")
+    assert (process.returncode, errors) == (0, "")
+    assert open_rounds(overdue_db) == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import click
 
@@ -39,11 +41,20 @@ def close_undecided(now, dry_run, as_json):
     for ended in close_undecided_job(get_db(), now_or_clock(now), settings(), dry_run=dry_run):
         anything = True
         if as_json:
-            click.echo("\n".join(json.dumps(item, ensure_ascii=False) for item in ended))
+            show("\n".join(json.dumps(item, ensure_ascii=False) for item in ended))
         else:
-            click.echo("\n".join(describe_ending(verb, item) for item in ended))
+            show("\n".join(describe_ending(verb, item) for item in ended))
     if not anything and not as_json:
-        click.echo("Nothing is past its deadline or idle.")
+        show("Nothing is past its deadline or idle.")
+
+
+def show(text: str) -> None:
+    """Print a batch's lines; when their reader has gone (`| head`), the sweep goes on unseen."""
+    try:
+        click.echo(text)
+    except BrokenPipeError:
+        # What is left to print, and Python's last flush at exit, go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def describe_ending(verb: str, item: dict) -> str:
