@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast lint install install-dev clean bench translations messages
+.PHONY: run test test-fast lint install install-dev clean bench bench-large translations messages
 
 CATALOGS := $(patsubst %.po,%.mo,$(wildcard translations/*/LC_MESSAGES/messages.po))
 
@@ -30,6 +30,11 @@ lint: $(VENV)/.installed-dev
 # Timings of twoyes against bare baselines, as same-run ratios (bench/results.json); ~5 min.
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run.py
+
+# The sweep and the idle tick at a million rounds: flat memory, linear time
+# (bench/results-large.json); ~20 min and ~8 GB of disk in bench/data/ while it runs.
+bench-large: $(VENV)/.installed-dev
+	$(PY) bench/large.py
 
 # The compiled catalogues are built here, never committed.
 translations: $(CATALOGS)

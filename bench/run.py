@@ -900,9 +900,14 @@ def main() -> None:
     print("requests/s spread widely, server CPU ms/req is the steadier figure.")
     for note in report["notes"][2:]:
         print(f"Note: {note}.")
+    print_closing(results, load_before[0], load_after[0], elapsed, RESULTS)
+
+
+def print_closing(results: list[dict], load_before, load_after, elapsed: float, written: Path):
+    """The last lines of a bench: the load around it, its length, and the goals it missed."""
     print(
-        f"Load average {load_before[0]:.2f} before, {load_after[0]:.2f} after. "
-        f"Took {elapsed / 60:.1f} min. Wrote bench/results.json."
+        f"Load average {load_before:.2f} before, {load_after:.2f} after. "
+        f"Took {elapsed / 60:.1f} min. Wrote bench/{written.name}."
     )
     missed = [r["item"] for r in results if not r["goal_met"]]
     print(f"Goals missed: {', '.join(missed)}" if missed else "Every goal met.")

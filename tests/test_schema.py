@@ -71,7 +71,7 @@ SWEEP = {
     "who leaves": (mails.ROUND_PARTIES + mails.LEAVING, {}, "decisions USING INDEX"),
     "outcome mails": (
         mails.INSERT_OUTBOX + mails.ROUND_PARTIES + mails.OUTCOME_MAILS,
-        {"at": AT, "low": 3},
+        {"at": AT, "low": 3, "key": "0123456789abcdef"},
         "decisions USING INDEX",
     ),
     "who leaves, without a round": (
@@ -81,7 +81,7 @@ SWEEP = {
     ),
     "outcome mails, without a round": (
         mails.INSERT_OUTBOX + mails.ROUNDLESS_PARTIES + mails.OUTCOME_MAILS,
-        {"at": AT, "low": 3},
+        {"at": AT, "low": 3, "key": "0123456789abcdef"},
         "members USING INDEX",
     ),
     "reminders due": (

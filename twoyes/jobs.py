@@ -8,6 +8,7 @@ write lock.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 
 import sqlite_utils
@@ -15,7 +16,7 @@ import sqlite_utils
 from twoyes.db import transaction
 from twoyes.engagements import end_idle_engagements
 from twoyes.retention import anonymise_expired, purge_delivered_mail
-from twoyes.rounds import close_overdue_rounds, open_due_rounds, send_reminders
+from twoyes.rounds import open_due_rounds, send_reminders, sweep_overdue_rounds
 from twoyes.settings import Settings
 
 
@@ -25,28 +26,31 @@ class Rollback(Exception):
 
 def close_undecided(
     db: sqlite_utils.Database, now: datetime, settings: Settings, *, dry_run: bool = False
-) -> list[dict]:
-    """R4 and R6: close every overdue round and end every idle engagement; what ended.
+) -> Iterator[list[dict]]:
+    """R4 and R6: close every overdue round and end every idle engagement; yields what ended.
 
-    With `dry_run`, the same work happens in one transaction that is rolled
-    back, so what it would end is exactly what a real run would.
+    Each batch is yielded as soon as it committed, so a sweep of a million
+    rounds shows its progress and keeps one batch in memory. With `dry_run`,
+    the same work happens in one transaction that is rolled back once the
+    last batch was yielded, so what it would end is exactly what a real run
+    would. Nothing happens until the caller iterates.
     """
     if not dry_run:
-        return _close_undecided(db, now, settings)
-    ended: list[dict] = []
+        yield from _close_undecided(db, now, settings)
+        return
     try:
         with transaction(db):
-            ended = _close_undecided(db, now, settings)
+            yield from _close_undecided(db, now, settings)
             raise Rollback
     except Rollback:
         pass
-    return ended
 
 
-def _close_undecided(db, now, settings: Settings) -> list[dict]:
-    return close_overdue_rounds(db, now, settings.sweep_batch) + end_idle_engagements(
-        db, now, settings.policy
-    )
+def _close_undecided(db, now, settings: Settings) -> Iterator[list[dict]]:
+    yield from sweep_overdue_rounds(db, now, settings.sweep_batch)
+    idle = end_idle_engagements(db, now, settings.policy)
+    if idle:
+        yield idle
 
 
 def do_due_work(db: sqlite_utils.Database, now: datetime, settings: Settings) -> dict[str, int]:
@@ -56,7 +60,10 @@ def do_due_work(db: sqlite_utils.Database, now: datetime, settings: Settings) ->
     """
     summary = {
         "rounds_opened": len(open_due_rounds(db, now, settings.policy)),
-        "rounds_closed": len(close_overdue_rounds(db, now, settings.sweep_batch)),
+        # Counted batch by batch: tick may meet a million overdue rounds after a long outage.
+        "rounds_closed": sum(
+            len(closed) for closed in sweep_overdue_rounds(db, now, settings.sweep_batch)
+        ),
         "idle_ended": len(end_idle_engagements(db, now, settings.policy)),
         "reminders": send_reminders(db, now),
     }

@@ -9,6 +9,7 @@ in the outbox only until delivery.
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 import sqlite_utils
@@ -86,7 +87,9 @@ def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
         "INSERT INTO temp.coach_links VALUES (?, ?)",
         [(engagement_id, links[coach_id]) for engagement_id, coach_id in coach_of.items()],
     )
-    at = {"at": to_db(now), "low": LOW_USEFULNESS}
+    # One random key a call, shared by its mails' Message-IDs: a sweep's batch then writes one
+    # place of their unique index, not 10,000 random ones (at 1M rounds, issue 19).
+    at = {"at": to_db(now), "low": LOW_USEFULNESS, "key": secrets.token_hex(8)}
     for parties in (ROUND_PARTIES, ROUNDLESS_PARTIES):
         leaving = [row[0] for row in db.conn.execute(parties + LEAVING)]
         db.conn.execute("DELETE FROM temp.links")
@@ -243,8 +246,8 @@ SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
                WHERE engagements.id = mails.engagement_id) END,
            'engagement_id', engagement_id, 'coach_view_token', coach_view_token
        ),
-       -- A Message-ID in time order: new ones go to the end of its unique index.
-       strftime('%Y%m%d%H%M%S.', :at) || lower(hex(randomblob(10))), :at, :at
+       -- A Message-ID in time order, then the call's key: new ones go side by side.
+       strftime('%Y%m%d%H%M%S.', :at) || :key || lower(hex(randomblob(8))), :at, :at
 FROM mails
 ORDER BY engagement_id, role = 'client', decision_id, member_id
 """

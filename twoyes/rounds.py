@@ -9,6 +9,7 @@ write lock, so overlapping cron runs open, remind and close each thing once.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 
 import sqlite_utils
@@ -272,20 +273,33 @@ def close_rounds(
 def close_overdue_rounds(
     db: sqlite_utils.Database, now: datetime, batch: int = SWEEP_BATCH
 ) -> list[dict]:
-    """R4: close every open round past its deadline; silence counts as stop.
+    """R4: close every open round past its deadline; silence counts as stop. What closed.
+
+    The whole list is kept, so this is for a few rounds at a time; the
+    commands, which may close a million, stream `sweep_overdue_rounds`.
+    """
+    return [
+        closed for closed_batch in sweep_overdue_rounds(db, now, batch) for closed in closed_batch
+    ]
+
+
+def sweep_overdue_rounds(
+    db: sqlite_utils.Database, now: datetime, batch: int = SWEEP_BATCH
+) -> Iterator[list[dict]]:
+    """R4: close every open round past its deadline, yielding each batch once it committed.
 
     Works in batches of `batch` rounds, each one immediate transaction, so a
     large sweep neither holds the lock long nor loses its work when
-    interrupted.
+    interrupted; only one batch is ever in memory, however many rounds close.
+    Nothing happens until the caller iterates.
     """
-    closed = []
     while True:
         with transaction(db):
             rounds = [dict(row) for row in db.conn.execute(OVERDUE_ROUNDS, [to_db(now), batch])]
             verdicts = settle_rounds(db, rounds, now, deadline_passed=True)
         if not rounds:
-            return closed
-        closed += [
+            return
+        yield [
             {
                 "engagement_id": round_["engagement_id"],
                 "round_id": round_["id"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 import click
@@ -24,26 +26,39 @@ def close_undecided(now, dry_run, as_json):
 
     Example: python cli.py close-undecided --dry-run
     """
-    ended = close_undecided_job(get_db(), now, settings(), dry_run=dry_run)
-    if as_json:
-        print_json(ended)
-        return
     verb = "Would close" if dry_run else "Closed"
-    lines = []
-    for item in ended:
-        if "round_id" in item:
-            result = (
-                "continues"
-                if item["outcome"] == "continue"
-                else f"ends: {ENDING_LABELS[item['end_reason']].lower()}"
-            )
-            lines.append(
-                f"{verb} round {item['round_id']}: engagement {item['engagement_id']} {result}"
-            )
+    anything = False
+    # Each batch is shown as soon as it committed (click.echo flushes): a sweep of a
+    # million rounds shows its progress, and never holds more than a batch of lines.
+    for ended in close_undecided_job(get_db(), now, settings(), dry_run=dry_run):
+        anything = True
+        if as_json:
+            show("\n".join(json.dumps(item, ensure_ascii=False) for item in ended))
         else:
-            lines.append(f"{verb} engagement {item['engagement_id']}: idle")
-    # One write: a sweep can end a hundred thousand engagements.
-    click.echo("\n".join(lines) or "Nothing is past its deadline or idle.")
+            show("\n".join(describe_ending(verb, item) for item in ended))
+    if not anything and not as_json:
+        show("Nothing is past its deadline or idle.")
+
+
+def show(text: str) -> None:
+    """Print a batch's lines; when their reader has gone (`| head`), the sweep goes on unseen."""
+    try:
+        click.echo(text)
+    except BrokenPipeError:
+        # What is left to print, and Python's last flush at exit, go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def describe_ending(verb: str, item: dict) -> str:
+    """One line of close-undecided: the round that closed and what became of its engagement."""
+    if "round_id" not in item:
+        return f"{verb} engagement {item['engagement_id']}: idle"
+    result = (
+        "continues"
+        if item["outcome"] == "continue"
+        else f"ends: {ENDING_LABELS[item['end_reason']].lower()}"
+    )
+    return f"{verb} round {item['round_id']}: engagement {item['engagement_id']} {result}"
 
 
 @click.command()
