@@ -1,4 +1,4 @@
--- twoyes schema, version 5.
+-- twoyes schema, version 6.
 --
 -- The one source of the schema: `python cli.py init` applies the numbered
 -- upgrades in db.py up to PRAGMA user_version, then runs this file on every
@@ -121,12 +121,16 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE UNIQUE INDEX IF NOT EXISTS decisions_one_coach
     ON decisions (round_id) WHERE role = 'coach';
 
--- Only the SHA-256 of a token is kept. A decision token acts for one party
--- (decision) in one round; a welcome-back token for one client of one
--- engagement (member); a coach-view token opens one coach's overview for a
--- day (coach). (db.UPGRADES[3] repeats this shape: change both together.)
+-- Only the SHA-256 of a token is kept, never the token. A decision token acts
+-- for one party (decision) in one round; a welcome-back token for one client
+-- of one engagement (member); a coach-view token opens one coach's overview
+-- for a day (coach). `nonce` is a row's random, non-secret id; a mailed link's
+-- token is HMAC(SECRET_KEY, nonce), made and hashed when its mail is delivered
+-- (tokens.py): until then, and after its mail failed for good, `hash` is NULL
+-- and the link opens nothing. (db.TOKENS_V6 repeats this shape: change both together.)
 CREATE TABLE IF NOT EXISTS tokens (
-    hash TEXT PRIMARY KEY,
+    nonce TEXT PRIMARY KEY,
+    hash TEXT UNIQUE,
     purpose TEXT NOT NULL CHECK (purpose IN ('decide', 'welcome_back', 'coach_view')),
     decision_id INTEGER REFERENCES decisions (id),
     member_id INTEGER REFERENCES members (id),
@@ -144,7 +148,8 @@ CREATE INDEX IF NOT EXISTS tokens_coach_view
     ON tokens (coach_id, expires_at) WHERE purpose = 'coach_view';
 
 -- Mail written by the system, waiting for delivery. `context` holds what the
--- templates need, links included, until delivery; then the links are wiped.
+-- templates need, its links as the nonces of their tokens rows until delivery;
+-- then those are wiped too.
 -- (db.UPGRADES[5] repeats this shape: change both together.)
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,

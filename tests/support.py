@@ -838,3 +838,21 @@ def submission(form: dict) -> dict[str, str]:
     for name, area in form["textareas"].items():
         data[name] = area["text"]
     return data
+
+
+# --- links -----------------------------------------------------------------------------------
+
+SECRET = "test-secret"  # the app's SECRET_KEY in the tests (conftest.settings)
+
+
+def open_mail(db, context: dict, secret_key: str = SECRET) -> dict:
+    """A queued mail's context with the raw token of each of its links (`decide_token`, or
+    None where it has no such link), made and opened as delivery makes them."""
+    from twoyes.db import transaction
+    from twoyes.tokens import NONCE, TOKEN, open_links
+
+    mail = {"context": context}
+    with transaction(db):
+        open_links(db, [mail], secret_key)
+    names = {key.removesuffix(NONCE) + TOKEN: None for key in context if key.endswith(NONCE)}
+    return context | names | mail["tokens"]

@@ -356,7 +356,7 @@ def test_smtp_outage_keeps_mail_queued_and_delivers_it_once_when_due(
         assert (row["status"], row["attempts"]) == ("queued", 1)
         assert from_db(row["next_attempt_at"]) == tried_at + timedelta(minutes=2)
         assert "could not reach the mail server" in row["last_error"]
-        assert "decide_token" in json.loads(row["context"])  # the link waits with the mail
+        assert "decide_nonce" in json.loads(row["context"])  # the link waits with the mail
 
     # The server is back, but the retry is not due yet: nothing goes out, nothing is counted.
     assert deliver(app, db, now=tried_at + timedelta(minutes=1)).sent == 0
@@ -494,10 +494,11 @@ def database_bytes(db, path: str) -> bytes:
 def test_delivered_tokens_are_gone_from_the_outbox_and_the_database_file(
     app, db, settings, people, engagement, smtp
 ):
-    # Another engagement's decision mails wait in the queue (due later): they may hold links.
+    # Another engagement's decision mails wait in the queue (due later), with their links as
+    # nonces: nothing that opens a page.
     other = start_engagement(db, people["coach"], [people["carl"]], T0)
     record_session_done(db, other, T0 + timedelta(days=30), POLICY)
-    waiting = {json.loads(row["context"])["decide_token"] for row in outbox_rows(db)}
+    waiting = {json.loads(row["context"])["decide_nonce"] for row in outbox_rows(db)}
     assert len(waiting) == 2
 
     record_session_done(db, engagement, T0, POLICY)
@@ -507,8 +508,8 @@ def test_delivered_tokens_are_gone_from_the_outbox_and_the_database_file(
     delivered = {token_of(link) for message in smtp.messages for link in links_in(message)}
     assert len(delivered) == 2
     assert [token for token in delivered if token.encode() in raw] == []
-    # The search itself works: the queued mails' tokens are found in the same bytes.
-    assert all(token.encode() in raw for token in waiting)
+    # The search itself works: the queued mails' nonces are found in the same bytes.
+    assert all(nonce.encode() in raw for nonce in waiting)
 
     # The outcome mails: Anna's welcome-back link goes the same way.
     close_overdue_rounds(db, T0 + timedelta(days=7, minutes=1))
@@ -517,7 +518,7 @@ def test_delivered_tokens_are_gone_from_the_outbox_and_the_database_file(
     delivered = {token_of(link) for message in smtp.messages for link in links_in(message)}
     assert len(delivered) == 3
     assert [token for token in delivered if token.encode() in raw] == []
-    assert all(token.encode() in raw for token in waiting)
+    assert all(nonce.encode() in raw for nonce in waiting)
 
     for row in outbox_rows(db, status="sent"):
         context = json.loads(row["context"])

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from support import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
+from support import POLICY, T0, deliver, dump, html_of, links_in, open_mail, text_of, token_of
 
 from twoyes.engagements import describe_engagement, end_idle_engagements, start_engagement
 from twoyes.members import remove_member
@@ -1199,7 +1199,7 @@ def test_an_idle_groups_coach_mail_names_the_members_in_the_order_they_joined(db
     engagement_id = start_group(db, "gijs", "anna")
     end_idle_engagements(db, T0 + timedelta(days=61), POLICY)
     told = {
-        row[0]: json.loads(row[1])
+        row[0]: open_mail(db, json.loads(row[1]))
         for row in db.conn.execute(
             "SELECT to_email, context FROM outbox WHERE kind = 'outcome' AND engagement_id = ?",
             [engagement_id],

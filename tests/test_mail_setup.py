@@ -97,7 +97,7 @@ def test_on_a_loopback_base_url_without_a_mail_server_send_writes_private_eml_fi
     assert smtp.messages == []
     assert [row[:2] for row in mails(db)] == [("decision", "sent"), ("decision", "sent")]
     contexts = [json.loads(row[0]) for row in db.conn.execute("SELECT context FROM outbox")]
-    assert not [context for context in contexts if "decide_token" in context]
+    assert not [context for context in contexts if "decide_nonce" in context]
 
 
 # --- production without a mail server: nothing goes, nothing is lost, everybody hears ----------
@@ -291,7 +291,9 @@ def test_a_login_is_used_and_a_failed_reconnect_after_mail_max_emails_sends_noth
         assert half.exit_code == 0, half.stderr
         assert half.stdout == "Delivered 2 mail(s).\n"
         assert "2 mail(s) wait for a later retry." in half.stderr
-        assert [row[1:3] for row in mails(db)] == [("sent", 2)] * 2 + [("queued", 2)] * 2
+        # An attempt counts when a mail is handed on: the fourth never was in this run.
+        handed = [("sent", 2)] * 2 + [("queued", 2), ("queued", 1)]
+        assert [row[1:3] for row in mails(db)] == handed
         assert server.good.count(True) == 1
 
         server.allowed = 3

@@ -54,6 +54,21 @@ OUTBOX_COLUMNS = (
     " created_at, sent_at"
 )
 
+# The tokens table as of version 6 (schema.sql holds the same shape).
+TOKENS_V6 = """CREATE TABLE tokens_new (
+    nonce TEXT PRIMARY KEY,
+    hash TEXT UNIQUE,
+    purpose TEXT NOT NULL CHECK (purpose IN ('decide', 'welcome_back', 'coach_view')),
+    decision_id INTEGER REFERENCES decisions (id),
+    member_id INTEGER REFERENCES members (id),
+    coach_id INTEGER REFERENCES coaches (id),
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    CHECK ((purpose = 'decide') = (decision_id IS NOT NULL)),
+    CHECK ((purpose = 'welcome_back') = (member_id IS NOT NULL AND expires_at IS NOT NULL)),
+    CHECK ((purpose = 'coach_view') = (coach_id IS NOT NULL AND expires_at IS NOT NULL))
+) WITHOUT ROWID"""
+
 # Upgrades from one schema version to the next, run in order by init_db.
 # schema.sql always describes the newest shape; an upgrade brings an older
 # database there (ALTER TABLE ..., or data moved between tables).
@@ -108,6 +123,18 @@ UPGRADES: dict[int, list[str]] = {
         f"INSERT INTO outbox_new ({OUTBOX_COLUMNS}) SELECT {OUTBOX_COLUMNS} FROM outbox",  # nosec B608
         "DROP TABLE outbox",
         "ALTER TABLE outbox_new RENAME TO outbox",
+    ],
+    # version 6: a token row is keyed by a random nonce, and a mailed link's token is made
+    # from it at delivery (tokens.py), so no raw token is ever written. Links made before
+    # keep their hash and open as they did; mail still waiting with a raw token in it goes
+    # out as it is (delivery.py reads both). The table is rebuilt, as version 3 did.
+    6: [
+        TOKENS_V6,
+        "INSERT INTO tokens_new (nonce, hash, purpose, decision_id, member_id, coach_id,"
+        " created_at, expires_at) SELECT lower(hex(randomblob(16))), hash, purpose,"
+        " decision_id, member_id, coach_id, created_at, expires_at FROM tokens",
+        "DROP TABLE tokens",
+        "ALTER TABLE tokens_new RENAME TO tokens",
     ],
 }
 SCHEMA_VERSION = max(UPGRADES)

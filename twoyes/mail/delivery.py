@@ -37,11 +37,19 @@ from flask import current_app, render_template
 from flask_babel import force_locale, get_translations
 from jinja2 import TemplateError
 
+from twoyes.db import transaction
 from twoyes.mail.mime import address_header, header, multipart_alternative, subject_header
 from twoyes.mail.wording import bound_gettext, subject_for
-from twoyes.outbox import claim_due_mail, count_waiting, mark_failed_attempt, mark_sent
+from twoyes.outbox import (
+    claim_due_mail,
+    count_waiting,
+    mark_failed_attempt,
+    mark_handed,
+    mark_sent,
+)
 from twoyes.people import ascii_address
 from twoyes.settings import Settings
+from twoyes.tokens import open_links
 
 
 @dataclass
@@ -135,18 +143,29 @@ class Writer:
         self.sender = address = parseaddr(settings.mail_default_sender)[1]
         self.domain = address.rpartition("@")[2] or urlsplit(settings.base_url).hostname or "twoyes"
         self.base_url = settings.base_url
+        self.secret_key = settings.secret_key
+
+    @staticmethod
+    def tokens_of(mail: dict) -> dict[str, str]:
+        """The raw tokens of a mail's links (made by tokens.open_links), and those of mail
+        queued before version 6, which kept them raw in its context."""
+        context = mail["context"]
+        queued_raw = {key: value for key, value in context.items() if key.endswith("_token")}
+        return queued_raw | mail.get("tokens", {})
 
     def links_of(self, mail: dict) -> dict[str, str]:
         """The links a mail carries, built from its tokens and BASE_URL."""
-        context = mail["context"]
+        tokens = self.tokens_of(mail)
         links = {}
-        if context.get("decide_token"):
-            token = context["decide_token"]
+        if tokens.get("decide_token"):
+            token = tokens["decide_token"]
             links["continue"] = f"{self.base_url}/d/{token}/continue"
             links["stop"] = f"{self.base_url}/d/{token}/stop"
             links["page"] = f"{self.base_url}/d/{token}"
-        if context.get("welcome_back_token"):
-            links["welcome_back"] = f"{self.base_url}/b/{context['welcome_back_token']}"
+        if tokens.get("welcome_back_token"):
+            links["welcome_back"] = f"{self.base_url}/b/{tokens['welcome_back_token']}"
+        if tokens.get("coach_view_token"):
+            links["overview"] = f"{self.base_url}/c/{tokens['coach_view_token']}"
         return links
 
     def write(self, mail: dict, gettexts: dict) -> Message:
@@ -156,12 +175,16 @@ class Writer:
         ValueError (or a subclass) when a header cannot be written, e.g. CR/LF in a name.
         """
         context = mail["context"]
-        values = context | {
-            "links": self.links_of(mail),
-            "kind": mail["kind"],
-            "facts": context,
-            **gettexts,  # what the templates' _() and {% trans %} call
-        }
+        values = (
+            context
+            | self.tokens_of(mail)
+            | {
+                "links": self.links_of(mail),
+                "kind": mail["kind"],
+                "facts": context,
+                **gettexts,  # what the templates' _() and {% trans %} call
+            }
+        )
         subject = subject_for(mail["kind"], context)
         text = render_template(f"mail/{mail['kind']}.txt", **values)
         # Mail clients (Gmail, Outlook) drop <style>: every rule goes onto its element.
@@ -261,13 +284,15 @@ def _deliver_over_smtp(db, now, report, settings: Settings) -> None:
     try:
         connection = Connection(settings)
     except (OSError, smtplib.SMTPException) as error:
-        _give_back(db, batch, now, report, f"could not reach the mail server: {error}")
+        error_text = f"could not reach the mail server: {error}"
+        _give_back(db, batch, now, report, error_text, unreached=True)
         return
     try:
         while batch:
             written = write_batch(db, batch, now, report, writer)
             for position, (mail, message) in enumerate(written):
                 try:
+                    mark_handed(db, mail, now)
                     connection.send(message)
                 except smtplib.SMTPRecipientsRefused as error:
                     code, answer = next(iter(error.recipients.values()))
@@ -303,7 +328,10 @@ def write_batch(db, batch, now, report, writer: Writer) -> list[tuple[dict, Mess
 
     The language is set once for all the batch's mails in it, not once a mail. A mail that
     cannot be written fails for good: it must not hold up the others in every later run.
+    The links' tokens are made here, from SECRET_KEY, and open from now on.
     """
+    with transaction(db):
+        open_links(db, batch, writer.secret_key)
     written = {}
     for lang in sorted({mail["lang"] for mail in batch}):
         with force_locale(lang):
@@ -319,8 +347,8 @@ def write_batch(db, batch, now, report, writer: Writer) -> list[tuple[dict, Mess
     return [(mail, written[mail["id"]]) for mail in batch if mail["id"] in written]
 
 
-def _failed(db, mail, now, report, error: str, *, permanent: bool = False) -> None:
-    status = mark_failed_attempt(db, mail, now, error, permanent=permanent)
+def _failed(db, mail, now, report, error: str, **how: bool) -> None:
+    status = mark_failed_attempt(db, mail, now, error, **how)
     if status == "failed":
         report.failed += 1
         report.errors.append(f"mail {mail['id']} to {mail['to_email']} failed for good: {error}")
@@ -329,6 +357,6 @@ def _failed(db, mail, now, report, error: str, *, permanent: bool = False) -> No
         report.errors.append(f"mail {mail['id']} to {mail['to_email']} will be retried: {error}")
 
 
-def _give_back(db, mails, now, report, error: str) -> None:
+def _give_back(db, mails, now, report, error: str, *, unreached: bool = False) -> None:
     for mail in mails:
-        _failed(db, mail, now, report, error)
+        _failed(db, mail, now, report, error, unreached=unreached)
