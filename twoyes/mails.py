@@ -166,8 +166,8 @@ INSERT INTO outbox (kind, engagement_id, to_name, to_email, reply_to_name, reply
 # What each party's outcome mail says (templates/mail/outcome.*), as JSON.
 OUTCOME_MAILS = """,
 said AS (
-    -- Each closed round once: what everyone may know (counts, the coach's choice), and
-    -- what only its coach hears (who said what, and whose rating was low).
+    -- Each closed round once: the coach's choice, and what only its coach hears (the
+    -- counts, who said what, and whose rating was low).
     SELECT round_id,
            max(CASE WHEN role = 'coach' THEN choice END) AS coach_choice,
            max(CASE WHEN role = 'coach' THEN reason END) AS coach_reason,
@@ -214,10 +214,12 @@ SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
            'coach_choice', coach_choice,
            -- Only which sentence a client reads after the coach's stop depends on it.
            'coach_reason', coach_reason,
-           'members_total', coalesce(members_total, 0),
-           'members_continuing', coalesce(members_continuing, 0),
-           'members_stopped', coalesce(members_stopped, 0),
-           'members_silent', coalesce(members_silent, 0),
+           -- Only the coach hears how many chose what: to a member of a group of two, a
+           -- count is the other member's choice.
+           'members_total', iif(role = 'coach', coalesce(members_total, 0), NULL),
+           'members_continuing', iif(role = 'coach', coalesce(members_continuing, 0), NULL),
+           'members_stopped', iif(role = 'coach', coalesce(members_stopped, 0), NULL),
+           'members_silent', iif(role = 'coach', coalesce(members_silent, 0), NULL),
            -- Only the coach hears whom it was with, who said what, and whose rating was low.
            'client_names', CASE WHEN role = 'coach' THEN coalesce(
                client_names,
