@@ -10,7 +10,10 @@ marked sent only once the server accepted it.
 With no MAIL_SERVER, where mail goes depends on BASE_URL. On a loopback
 address (development), each mail is written to instance/mail/ as an .eml
 file and its links are printed, so a newcomer can click through on one
-machine. On any other address nothing is delivered and nothing is claimed:
+machine. Every run removes the files whose mail is spent (retention.py): a
+decision or reminder mail's once its round closed, every one once its mail
+was blanked, so no file keeps a link or a name longer than the database does.
+On any other address nothing is delivered and nothing is claimed:
 the mail stays queued, untried, until a mail server is set, and the report
 says so, because a production instance that writes its clients' mail to
 files loses it without a word.
@@ -48,6 +51,7 @@ from twoyes.outbox import (
     mark_sent,
 )
 from twoyes.people import ascii_address
+from twoyes.retention import find_spent_mail
 from twoyes.settings import Settings
 from twoyes.tokens import open_links
 
@@ -224,6 +228,7 @@ def deliver_due_mail(
     """
     settings = current_app.extensions["twoyes"]
     report = DeliveryReport()
+    remove_spent_files(db, Path(settings.instance_path) / "mail")
     if settings.mail_server:
         _deliver_over_smtp(db, now, report, settings)
     elif lacks_mail_server(settings):
@@ -256,6 +261,19 @@ def _deliver_to_files(db, now, report, settings: Settings, echo) -> None:
             echo(f"  saved as {path}")
             for name, url in links.items():
                 echo(f"  {name}: {url}")
+
+
+def remove_spent_files(db: sqlite_utils.Database, folder: Path) -> None:
+    """Remove development's .eml files of mails that are spent (retention.find_spent_mail),
+    and of mails a database started afresh never sent; any other file stays."""
+    files: dict[int, list[Path]] = {}
+    for path in folder.glob("*.eml") if folder.is_dir() else ():
+        number = path.name.partition("-")[0]
+        if number.isdigit():
+            files.setdefault(int(number), []).append(path)
+    for mail_id in find_spent_mail(db, list(files)):
+        for path in files[mail_id]:
+            path.unlink(missing_ok=True)
 
 
 def write_private(path: Path, data: bytes) -> None:
