@@ -9,6 +9,8 @@
 -- Every instant is UTC text in ISO 8601 with seconds and offset
 -- ("2026-11-27T09:00:00+00:00"), so text order is time order.
 
+-- A forgotten coach (privacy.py) keeps their row as 'Forgotten coach'
+-- <forgotten-coach-<id>@invalid>, like a forgotten client below.
 CREATE TABLE IF NOT EXISTS coaches (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
@@ -16,7 +18,8 @@ CREATE TABLE IF NOT EXISTS coaches (
     lang TEXT NOT NULL DEFAULT 'en' CHECK (lang IN ('en', 'nl')),
     created_at TEXT NOT NULL,
     -- The name mails greet them with; people.py fills in the first word of the name.
-    call_name TEXT CHECK (length(call_name) BETWEEN 1 AND 100)
+    call_name TEXT CHECK (length(call_name) BETWEEN 1 AND 100),
+    forgotten_at TEXT
 );
 
 -- A forgotten client (on request, or at the end of retention) keeps their row,

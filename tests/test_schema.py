@@ -164,6 +164,7 @@ def test_init_upgrades_a_table_that_an_old_view_reads(db):
         " JOIN tokens ON tokens.decision_id = decisions.id",
         "ALTER TABLE coaches DROP COLUMN call_name",  # version 4 adds it
         "ALTER TABLE clients DROP COLUMN call_name",
+        "ALTER TABLE coaches DROP COLUMN forgotten_at",  # version 6 adds it
         "PRAGMA user_version = 2",
     ):
         db.conn.execute(statement)
@@ -176,3 +177,4 @@ def test_init_upgrades_a_table_that_an_old_view_reads(db):
 
     assert views_of(db) == made
     assert "coach_id" in db["tokens"].columns_dict
+    assert "nonce" in db["tokens"].columns_dict  # version 6

@@ -128,7 +128,9 @@ UPGRADES: dict[int, list[str]] = {
     # from it at delivery (tokens.py), so no raw token is ever written. Links made before
     # keep their hash and open as they did; mail still waiting with a raw token in it goes
     # out as it is (delivery.py reads both). The table is rebuilt, as version 3 did.
+    # Coaches can be forgotten, like clients (privacy.py).
     6: [
+        "ALTER TABLE coaches ADD COLUMN forgotten_at TEXT",
         TOKENS_V6,
         "INSERT INTO tokens_new (nonce, hash, purpose, decision_id, member_id, coach_id,"
         " created_at, expires_at) SELECT lower(hex(randomblob(16))), hash, purpose,"
