@@ -651,7 +651,7 @@ class Ledger:
                 continue
             if sent[mail["id"]] != 1:
                 self.say(f"mail {mail['id']} was marked sent {sent[mail['id']]} times")
-            if any(key.endswith("token") for key in json.loads(mail["context"])):
+            if any(key.endswith(("token", "nonce")) for key in json.loads(mail["context"])):
                 self.say(f"mail {mail['id']} was delivered but still holds its link")
 
     def removed_since(self, party: dict, moment: str) -> bool:
