@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import json
 import re
+import secrets
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -39,6 +40,7 @@ from twoyes.people import add_person
 from twoyes.rounds import close_overdue_rounds, send_reminders
 from twoyes.sessions import record_session_done
 from twoyes.times import from_db
+from twoyes.tokens import hash_token
 from twoyes.web import create_app
 
 SENDER = "practice@example.org"
@@ -626,3 +628,27 @@ def test_overlapping_runs_close_each_round_once_and_send_each_outcome_once(
     # Every party heard the outcome once: Bob once per engagement, each client once.
     recipients = Counter(parseaddr(message["To"])[1] for message in smtp.messages)
     assert recipients == {"bob@example.org": 8} | {f"client{n}@example.org": 1 for n in range(8)}
+
+
+def test_mail_queued_before_version_6_goes_out_with_the_raw_links_it_holds(
+    app, db, client, people, engagement, smtp
+):
+    """Before schema version 6 a waiting mail held its raw tokens; after the upgrade it is
+    delivered with them, they open, and they are wiped once it is sent."""
+    record_session_done(db, engagement, T0, POLICY)
+    (mail,) = outbox_rows(db, to_email=people["anna"])
+    context = json.loads(mail["context"])
+    nonce = context.pop("decide_nonce")
+    raw = secrets.token_urlsafe(32)
+    with transaction(db):  # as version 5 left it: the token in the mail, its hash in tokens
+        db.conn.execute("UPDATE tokens SET hash = ? WHERE nonce = ?", [hash_token(raw), nonce])
+        context["decide_token"] = raw
+        db.conn.execute(
+            "UPDATE outbox SET context = ? WHERE id = ?", [json.dumps(context), mail["id"]]
+        )
+
+    assert deliver(app, db).sent == 2
+    (message,) = smtp.to(people["anna"])
+    assert {token_of(link) for link in links_in(message)} == {raw}
+    assert client.get(f"/d/{raw}").status_code == 200
+    assert "decide_token" not in outbox_rows(db, id=mail["id"])[0]["context"]
