@@ -252,6 +252,7 @@ def test_init_upgrades_an_outbox_that_knows_no_sign_in_mail(run, app, db, client
         "INSERT INTO outbox_v4 SELECT * FROM outbox",
         "DROP TABLE outbox",
         "ALTER TABLE outbox_v4 RENAME TO outbox",
+        "ALTER TABLE coaches DROP COLUMN forgotten_at",  # version 6 adds it
         "PRAGMA user_version = 4",
     ):
         db.conn.execute(statement)
