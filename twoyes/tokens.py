@@ -39,7 +39,7 @@ COACH_VIEW_HOURS = 24
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 # A mail's context names each link by its nonce: `decide_nonce` becomes `decide_token`.
 NONCE = "_nonce"
-TOKEN = "_token"  # noqa: S105 (a key's ending, not a secret)
+TOKEN = "_token"  # noqa: S105  # nosec B105: a key's ending, not a secret
 
 
 def hash_token(raw: str) -> str:
