@@ -11,6 +11,8 @@
 
 -- A coach's booking_url is where clients pick a time for the next session (Cal.com,
 -- Calendly, ...): https only, and only when the coach gave one.
+-- A forgotten coach (privacy.py) keeps their row as 'Forgotten coach'
+-- <forgotten-coach-<id>@invalid>, like a forgotten client below.
 CREATE TABLE IF NOT EXISTS coaches (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
@@ -19,6 +21,7 @@ CREATE TABLE IF NOT EXISTS coaches (
     created_at TEXT NOT NULL,
     -- The name mails greet them with; people.py fills in the first word of the name.
     call_name TEXT CHECK (length(call_name) BETWEEN 1 AND 100),
+    forgotten_at TEXT,
     booking_url TEXT CHECK (booking_url LIKE 'https://%' AND length(booking_url) <= 2000)
 );
 
@@ -130,12 +133,16 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE UNIQUE INDEX IF NOT EXISTS decisions_one_coach
     ON decisions (round_id) WHERE role = 'coach';
 
--- Only the SHA-256 of a token is kept. A decision token acts for one party
--- (decision) in one round; a welcome-back token for one client of one
--- engagement (member); a coach-view token opens one coach's overview for a
--- day (coach). (db.UPGRADES[3] repeats this shape: change both together.)
+-- Only the SHA-256 of a token is kept, never the token. A decision token acts
+-- for one party (decision) in one round; a welcome-back token for one client
+-- of one engagement (member); a coach-view token opens one coach's overview
+-- for a day (coach). `nonce` is a row's random, non-secret id; a mailed link's
+-- token is HMAC(SECRET_KEY, nonce), made and hashed when its mail is delivered
+-- (tokens.py): until then, and after its mail failed for good, `hash` is NULL
+-- and the link opens nothing. (db.TOKENS_V6 repeats this shape: change both together.)
 CREATE TABLE IF NOT EXISTS tokens (
-    hash TEXT PRIMARY KEY,
+    nonce TEXT PRIMARY KEY,
+    hash TEXT UNIQUE,
     purpose TEXT NOT NULL CHECK (purpose IN ('decide', 'welcome_back', 'coach_view')),
     decision_id INTEGER REFERENCES decisions (id),
     member_id INTEGER REFERENCES members (id),
@@ -153,7 +160,8 @@ CREATE INDEX IF NOT EXISTS tokens_coach_view
     ON tokens (coach_id, expires_at) WHERE purpose = 'coach_view';
 
 -- Mail written by the system, waiting for delivery. `context` holds what the
--- templates need, links included, until delivery; then the links are wiped.
+-- templates need, its links as the nonces of their tokens rows until delivery;
+-- then those are wiped too.
 -- (db.UPGRADES[8] repeats this shape: change both together.)
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,

@@ -80,13 +80,16 @@ def generate(path: Path, engagements: int, *, overdue: bool, tokens_file: Path |
     )
 
     def token_rows():
+        # Links already mailed: a nonce and the hash of the token delivery made of it.
         for decision_id in range(1, 2 * engagements + 1):
             raw = secrets.token_urlsafe(32)
             raw_tokens.append(raw)
-            yield (hashlib.sha256(raw.encode()).hexdigest(), "decide", decision_id, at)
+            nonce = secrets.token_hex(16)
+            yield (nonce, hashlib.sha256(raw.encode()).hexdigest(), "decide", decision_id, at)
 
     conn.executemany(
-        "INSERT INTO tokens (hash, purpose, decision_id, created_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO tokens (nonce, hash, purpose, decision_id, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
         token_rows(),
     )
     conn.execute("COMMIT")

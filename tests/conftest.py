@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from hypothesis import settings as hypothesis_settings
-from support import ROOT, T0, Inbox, catalogue, serve_smtp
+from support import ROOT, SECRET, T0, Inbox, catalogue, serve_smtp
 
 from twoyes import db as database
 from twoyes.cli import cli
@@ -41,7 +41,7 @@ def settings(tmp_path, smtp):
     return {
         "DATABASE": str(tmp_path / "twoyes.db"),
         "INSTANCE_PATH": str(tmp_path / "instance"),
-        "SECRET_KEY": "test-secret",
+        "SECRET_KEY": SECRET,
         "BASE_URL": "http://twoyes.test",
         "MIN_DECISION_SECONDS": 0,
         "MAIL_SERVER": "127.0.0.1",

@@ -673,7 +673,7 @@ class Ledger:
                 continue
             if sent[mail["id"]] != 1:
                 self.say(f"mail {mail['id']} was marked sent {sent[mail['id']]} times")
-            if any(key.endswith("token") for key in json.loads(mail["context"])):
+            if any(key.endswith(("token", "nonce")) for key in json.loads(mail["context"])):
                 self.say(f"mail {mail['id']} was delivered but still holds its link")
 
     def check_welcome_and_invitation_mail(self) -> None:
@@ -1141,3 +1141,21 @@ def wait_for_port(port: int, server: subprocess.Popen, log: Path, seconds: float
     text = log.read_text() if log.exists() else ""
     said = server.stderr.read() if server.poll() is not None else b""
     raise AssertionError(f"the test server did not start: {said!r} {text}")
+
+
+# --- links -----------------------------------------------------------------------------------
+
+SECRET = "test-secret"  # the app's SECRET_KEY in the tests (conftest.settings)
+
+
+def open_mail(db, context: dict, secret_key: str = SECRET) -> dict:
+    """A queued mail's context with the raw token of each of its links (`decide_token`, or
+    None where it has no such link), made and opened as delivery makes them."""
+    from twoyes.db import transaction
+    from twoyes.tokens import NONCE, TOKEN, open_links
+
+    mail = {"context": context}
+    with transaction(db):
+        open_links(db, [mail], secret_key)
+    names = {key.removesuffix(NONCE) + TOKEN: None for key in context if key.endswith(NONCE)}
+    return context | names | mail["tokens"]

@@ -254,6 +254,7 @@ def test_init_upgrades_an_outbox_that_knows_no_sign_in_mail(run, app, db, client
         "DROP TABLE outbox",
         "ALTER TABLE outbox_v4 RENAME TO outbox",
         *BEFORE_VERSION_7,
+        "ALTER TABLE coaches DROP COLUMN forgotten_at",  # version 6 adds it
         "PRAGMA user_version = 4",
     ):
         db.conn.execute(statement)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import json
 import re
+import secrets
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -39,6 +40,7 @@ from twoyes.people import add_person
 from twoyes.rounds import close_overdue_rounds, send_reminders
 from twoyes.sessions import record_session_done
 from twoyes.times import from_db
+from twoyes.tokens import hash_token
 from twoyes.web import create_app
 
 SENDER = "practice@example.org"
@@ -356,7 +358,7 @@ def test_smtp_outage_keeps_mail_queued_and_delivers_it_once_when_due(
         assert (row["status"], row["attempts"]) == ("queued", 1)
         assert from_db(row["next_attempt_at"]) == tried_at + timedelta(minutes=2)
         assert "could not reach the mail server" in row["last_error"]
-        assert "decide_token" in json.loads(row["context"])  # the link waits with the mail
+        assert "decide_nonce" in json.loads(row["context"])  # the link waits with the mail
 
     # The server is back, but the retry is not due yet: nothing goes out, nothing is counted.
     assert deliver(app, db, now=tried_at + timedelta(minutes=1)).sent == 0
@@ -495,10 +497,11 @@ def database_bytes(db, path: str) -> bytes:
 def test_delivered_tokens_are_gone_from_the_outbox_and_the_database_file(
     app, db, settings, people, engagement, smtp
 ):
-    # Another engagement's decision mails wait in the queue (due later): they may hold links.
+    # Another engagement's decision mails wait in the queue (due later), with their links as
+    # nonces: nothing that opens a page.
     other = start_engagement(db, people["coach"], [people["carl"]], T0)
     record_session_done(db, other, T0 + timedelta(days=30), POLICY)
-    waiting = {json.loads(row["context"])["decide_token"] for row in outbox_rows(db)}
+    waiting = {json.loads(row["context"])["decide_nonce"] for row in outbox_rows(db)}
     assert len(waiting) == 2
 
     record_session_done(db, engagement, T0, POLICY)
@@ -508,8 +511,8 @@ def test_delivered_tokens_are_gone_from_the_outbox_and_the_database_file(
     delivered = {token_of(link) for message in smtp.messages for link in links_in(message)}
     assert len(delivered) == 2
     assert [token for token in delivered if token.encode() in raw] == []
-    # The search itself works: the queued mails' tokens are found in the same bytes.
-    assert all(token.encode() in raw for token in waiting)
+    # The search itself works: the queued mails' nonces are found in the same bytes.
+    assert all(nonce.encode() in raw for nonce in waiting)
 
     # The outcome mails: Anna's welcome-back link goes the same way.
     close_overdue_rounds(db, T0 + timedelta(days=7, minutes=1))
@@ -518,7 +521,7 @@ def test_delivered_tokens_are_gone_from_the_outbox_and_the_database_file(
     delivered = {token_of(link) for message in smtp.messages for link in links_in(message)}
     assert len(delivered) == 3
     assert [token for token in delivered if token.encode() in raw] == []
-    assert all(token.encode() in raw for token in waiting)
+    assert all(nonce.encode() in raw for nonce in waiting)
 
     for row in outbox_rows(db, status="sent"):
         context = json.loads(row["context"])
@@ -628,3 +631,27 @@ def test_overlapping_runs_close_each_round_once_and_send_each_outcome_once(
     # Every party heard the outcome once: Bob once per engagement, each client once.
     recipients = Counter(parseaddr(message["To"])[1] for message in smtp.messages)
     assert recipients == {"bob@example.org": 8} | {f"client{n}@example.org": 1 for n in range(8)}
+
+
+def test_mail_queued_before_version_6_goes_out_with_the_raw_links_it_holds(
+    app, db, client, people, engagement, smtp
+):
+    """Before schema version 6 a waiting mail held its raw tokens; after the upgrade it is
+    delivered with them, they open, and they are wiped once it is sent."""
+    record_session_done(db, engagement, T0, POLICY)
+    (mail,) = outbox_rows(db, to_email=people["anna"])
+    context = json.loads(mail["context"])
+    nonce = context.pop("decide_nonce")
+    raw = secrets.token_urlsafe(32)
+    with transaction(db):  # as version 5 left it: the token in the mail, its hash in tokens
+        db.conn.execute("UPDATE tokens SET hash = ? WHERE nonce = ?", [hash_token(raw), nonce])
+        context["decide_token"] = raw
+        db.conn.execute(
+            "UPDATE outbox SET context = ? WHERE id = ?", [json.dumps(context), mail["id"]]
+        )
+
+    assert deliver(app, db).sent == 2
+    (message,) = smtp.to(people["anna"])
+    assert {token_of(link) for link in links_in(message)} == {raw}
+    assert client.get(f"/d/{raw}").status_code == 200
+    assert "decide_token" not in outbox_rows(db, id=mail["id"])[0]["context"]

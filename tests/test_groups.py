@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from support import POLICY, T0, deliver, dump, html_of, links_in, text_of, token_of
+from support import POLICY, T0, deliver, dump, html_of, links_in, open_mail, text_of, token_of
 
 from twoyes.engagements import describe_engagement, end_idle_engagements, start_engagement
 from twoyes.members import remove_member
@@ -291,7 +291,7 @@ def test_a_member_stops_and_the_rest_go_on(app, db, client, smtp, crew):
         message = only_mail(smtp, who)
         assert message["Subject"] == GOES_ON
         body = plain(text_of(message))
-        assert "The group goes on: 2 of 3 members chose to continue" in body
+        assert "The group goes on." in body and "members chose" not in body
         assert welcome_back_link(message) is None
 
     goodbye = only_mail(smtp, "ben")
@@ -356,8 +356,9 @@ def test_the_page_of_a_member_who_left_does_not_promise_a_next_session(app, db, 
     decide_by_mail(client, only_mail(smtp, "coach", ASK), "continue")
 
     anna = plain(page_of(client, only_mail(smtp, "anna", ASK)))
-    # Not "everyone chose to continue": Ben stopped.
-    assert "The group goes on: 1 of 2 members chose to continue." in anna
+    # Not "1 of 2 members chose to continue": that would tell Anna what Ben chose.
+    assert "The group goes on." in anna
+    assert "1 of 2" not in anna and "members chose" not in anna
     ben = plain(page_of(client, only_mail(smtp, "ben", ASK)))
     assert "This round is closed" in ben
     assert "will be in touch to plan it" not in ben
@@ -455,7 +456,7 @@ def test_silent_members_leave_at_the_deadline_and_the_group_goes_on(
         assert post_again(client, only_mail(smtp, who, REMINDER)).status_code == 409
     for who in ("anna", "ben"):
         body = plain(text_of(only_mail(smtp, who, since=mark)))
-        assert "2 of 4 members chose to continue" in body
+        assert "The group goes on." in body and "of 4 members" not in body
     coach = plain(text_of(only_mail(smtp, "coach", since=mark)))
     assert "2 of 4 members continue" in coach
     assert "Chloe Claes: no answer" in coach
@@ -489,9 +490,8 @@ def test_between_the_deadline_and_cron_a_continuing_members_page_tells_the_truth
     closed = close_overdue_rounds(db, datetime.now(UTC))
     assert [(c["outcome"], c["end_reason"]) for c in closed] == [("continue", None)]
     assert statuses(db, engagement_id)[address("chloe")] == "left"
-    assert "The group goes on: 2 of 3 members chose to continue." in plain(
-        page_of(client, only_mail(smtp, "anna", ASK))
-    )
+    anna = plain(page_of(client, only_mail(smtp, "anna", ASK)))
+    assert "The group goes on." in anna and "members chose" not in anna
 
 
 def test_a_silent_facilitator_at_the_deadline_ends_the_group_undecided(app, db, client, smtp, crew):
@@ -575,7 +575,7 @@ def test_everyone_continues_and_the_round_closes_at_once(app, db, client, smtp, 
 
     # No deadline needed: the last answer closed it.
     assert "This round is closed" in page
-    assert "The group goes on: 3 of 3 members chose to continue." in page
+    assert "The group goes on." in page and "members chose" not in page
     round_ = describe_engagement(db, engagement_id)["sessions"][0]["round"]
     assert (round_["status"], round_["outcome"]) == ("closed", "continue")
     assert [d["choice"] for d in round_["decisions"]] == ["continue"] * 4
@@ -586,8 +586,35 @@ def test_everyone_continues_and_the_round_closes_at_once(app, db, client, smtp, 
     for who in ("anna", "ben", "chloe"):
         message = only_mail(smtp, who)
         assert message["Subject"] == GOES_ON
-        assert "3 of 3 members chose to continue" in plain(text_of(message))
+        assert "The group goes on." in plain(text_of(message))
+        assert "members chose" not in plain(text_of(message))
     assert "3 of 3 members continue" in plain(text_of(only_mail(smtp, "coach")))
+
+
+def test_a_member_of_a_group_of_two_never_reads_what_or_whether_the_other_chose(
+    app, db, client, smtp, crew
+):
+    """Issue 16: "1 of 2 members chose to continue" told Anna what Ben chose. A member reads
+    how many decided, never what; in a group of two not even that. The coach sees all."""
+    engagement_id = start_group(db, "anna", "ben")
+    open_round_and_mail(app, db, client, smtp, engagement_id)
+    decide_by_mail(client, only_mail(smtp, "ben", ASK), "stop")
+    anna = plain(page_of(client, only_mail(smtp, "anna", ASK)))
+    assert "So far" in anna and "decided" not in anna and "1 of 2" not in anna
+    coach_page = plain(page_of(client, only_mail(smtp, "coach", ASK)))
+    assert f"{name('ben')}: stop" in coach_page
+
+    decide_by_mail(client, only_mail(smtp, "anna", ASK), "continue")
+    decide_by_mail(client, only_mail(smtp, "coach", ASK), "continue")
+    closed_page = plain(page_of(client, only_mail(smtp, "anna", ASK)))
+    coach_page = plain(page_of(client, only_mail(smtp, "coach", ASK)))
+    assert "The group goes on: 1 of 2 members chose to continue." in coach_page
+    smtp.clear()
+    send(app, db)
+    for told in (closed_page, plain(text_of(only_mail(smtp, "anna")))):
+        assert "The group goes on." in told
+        assert "1 of 2" not in told and "members chose" not in told and "decided" not in told
+    assert "1 of 2 members continue" in plain(text_of(only_mail(smtp, "coach")))
 
 
 def test_a_member_who_joins_mid_way_is_a_party_from_the_next_round(
@@ -602,8 +629,10 @@ def test_a_member_who_joins_mid_way_is_a_party_from_the_next_round(
         f"{address('gijs')} joined engagement {engagement_id}; they decide from the next round on."
     )
     assert statuses(db, engagement_id)[address("gijs")] == "active"
-    # Not a party of the open round: no mail, not counted, and it closes without him.
-    assert "0 of 2 members have decided" in page_of(client, only_mail(smtp, "anna", ASK))
+    # Not a party of the open round: no mail, not on the coach's page, and it closes without him.
+    coach_page = plain(page_of(client, only_mail(smtp, "coach", ASK)))
+    assert f"{name('anna')}: not decided yet" in coach_page
+    assert name("gijs") not in coach_page
     send(app, db)
     # His welcome, and nothing of the open round.
     assert [m["Subject"] for m in mails(smtp, "gijs")] == [WELCOME]
@@ -654,7 +683,8 @@ def test_a_member_who_left_comes_back_through_welcome_back_and_add_member(
     mark = len(smtp.messages)
     open_round_and_mail(app, db, client, smtp, engagement_id, now=T0 + timedelta(days=7))
     assert only_mail(smtp, "ben", ASK, since=mark)
-    assert "0 of 2 members have decided" in page_of(client, only_mail(smtp, "ben", ASK, since=mark))
+    coach_page = plain(page_of(client, only_mail(smtp, "coach", ASK, since=mark)))
+    assert f"{name('ben')}: not decided yet" in coach_page
 
 
 def test_add_member_prints_json(run, db, crew):
@@ -692,7 +722,7 @@ def test_a_removed_members_link_answers_404(app, db, client, smtp, run, crew):
     assert statuses(db, engagement_id)[address("ben")] == "left"
     round_ = describe_engagement(db, engagement_id)["sessions"][0]["round"]
     assert address("ben") not in [d["party"] for d in round_["decisions"]]
-    assert "0 of 2 members have decided" in page_of(client, only_mail(smtp, "anna", ASK))
+    assert name("ben") not in plain(page_of(client, only_mail(smtp, "coach", ASK)))
 
     # No reminder for Ben; the others' round goes on without him.
     mark = len(smtp.messages)
@@ -719,7 +749,8 @@ def test_removing_the_last_undecided_member_closes_the_round(app, db, client, sm
     smtp.clear()
     send(app, db)
     assert mails(smtp, "ben") == []
-    assert "2 of 2 members chose to continue" in plain(text_of(only_mail(smtp, "anna")))
+    anna = plain(text_of(only_mail(smtp, "anna")))
+    assert "The group goes on." in anna and "members chose" not in anna
 
 
 def test_remove_member_says_so_when_too_few_are_left(app, db, client, smtp, run, crew):
@@ -1000,7 +1031,8 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
     for who in ("anna", "ben", "chloe", "daan", "eva"):
         message = only_mail(smtp, who, since=mark)
         assert message["Subject"] == GOES_ON
-        assert "5 of 6 members chose to continue" in plain(text_of(message))
+        assert "The group goes on." in plain(text_of(message))
+        assert "5 of 6" not in plain(text_of(message))
     femke = only_mail(smtp, "femke", since=mark)
     assert "The group goes on without you" in plain(text_of(femke))
     assert client.get(urlsplit(welcome_back_link(femke)).path).status_code == 200
@@ -1079,7 +1111,7 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
     assert mails(smtp, "eva", since=mark) == []
     for who in ("anna", "ben", "chloe", "gijs"):
         body = plain(text_of(only_mail(smtp, who, since=mark)))
-        assert "4 of 5 members chose to continue" in body
+        assert "The group goes on." in body and "of 5 members" not in body
     coach_outcome = plain(text_of(only_mail(smtp, "coach", since=mark)))
     assert "4 of 5 members continue" in coach_outcome
     assert "Daan Dekker: no answer" in coach_outcome
@@ -1111,7 +1143,7 @@ def test_a_four_session_training_with_six_participants(app, db, client, smtp, ru
     assert welcome_back_link(anna) is not None
     for who in ("ben", "chloe", "gijs"):
         body = plain(text_of(only_mail(smtp, who, since=mark)))
-        assert "3 of 4 members chose to continue" in body
+        assert "The group goes on." in body and "of 4 members" not in body
     assert '"Not my format."' in text_of(only_mail(smtp, "coach", since=mark))
 
     # Session 4, the last: the members say continue, Fiona closes the training (coach_stopped).
@@ -1212,7 +1244,7 @@ def test_an_idle_groups_coach_mail_names_the_members_in_the_order_they_joined(db
     engagement_id = start_group(db, "gijs", "anna")
     end_idle_engagements(db, T0 + timedelta(days=61), POLICY)
     told = {
-        row[0]: json.loads(row[1])
+        row[0]: open_mail(db, json.loads(row[1]))
         for row in db.conn.execute(
             "SELECT to_email, context FROM outbox WHERE kind = 'outcome' AND engagement_id = ?",
             [engagement_id],

@@ -45,6 +45,7 @@ from support import (
     html_of,
     links_in,
     ok,
+    open_mail,
     outbox_rows,
     serve_smtp,
     start,
@@ -87,8 +88,8 @@ def new_round(db, opened: datetime | None = None) -> dict:
     """A new individual engagement whose round opened a minute ago (or at `opened`), and each
     party's raw token.
 
-    The tokens are read from the decision mails waiting in the outbox (they hold them until
-    delivery), as the mails would carry them.
+    The tokens are made from the decision mails waiting in the outbox, as delivery makes
+    them for the mails.
     """
     number = next(numbers)
     now = opened or datetime.now(UTC) - timedelta(minutes=1)
@@ -102,7 +103,8 @@ def new_round(db, opened: datetime | None = None) -> dict:
         "SELECT to_email, context FROM outbox WHERE engagement_id = ? AND kind = 'decision'",
         [engagement],
     ):
-        tokens["coach" if to_email == coach else "client"] = json.loads(context)["decide_token"]
+        party = "coach" if to_email == coach else "client"
+        tokens[party] = open_mail(db, json.loads(context))["decide_token"]
     return {"engagement": engagement, "tokens": tokens}
 
 
@@ -120,10 +122,10 @@ def welcome_token(db, web) -> str:
     assert stopped.status_code == 303
     (context,) = db.conn.execute(
         "SELECT context FROM outbox WHERE engagement_id = ? AND kind = 'outcome'"
-        " AND context ->> 'welcome_back_token' IS NOT NULL",
+        " AND context ->> 'welcome_back_nonce' IS NOT NULL",
         [made["engagement"]],
     ).fetchone()
-    return json.loads(context)["welcome_back_token"]
+    return open_mail(db, json.loads(context))["welcome_back_token"]
 
 
 def decision_of(db, role: str, engagement: int) -> dict:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from support import LINK, POLICY, T0, free_port, html_of, links_in, serve_smtp
+from support import LINK, POLICY, T0, free_port, html_of, links_in, serve_smtp, text_of
 
 from twoyes.engagements import start_engagement
 from twoyes.sessions import record_session_done
@@ -97,7 +97,45 @@ def test_on_a_loopback_base_url_without_a_mail_server_send_writes_private_eml_fi
     assert smtp.messages == []
     assert [row[:2] for row in mails(db)] == [("decision", "sent"), ("decision", "sent")]
     contexts = [json.loads(row[0]) for row in db.conn.execute("SELECT context FROM outbox")]
-    assert not [context for context in contexts if "decide_token" in context]
+    assert not [context for context in contexts if "decide_nonce" in context]
+
+
+def words_of(path: Path) -> str:
+    """An .eml file's text and HTML, decoded."""
+    message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    return text_of(message) + html_of(message)
+
+
+def test_eml_files_hold_no_link_after_their_round_closed_and_go_with_their_mail(
+    run, db, engagement, smtp, env, monkeypatch
+):
+    """Issue 16: a decision mail's file goes when its round closes, so no file holds its
+    links; every file goes when its mail is blanked (retention), as the database forgets."""
+    without_mail_server(monkeypatch, LOOPBACK)
+    folder = Path(env["INSTANCE_PATH"]) / "mail"
+    record_session_done(db, engagement, T0, POLICY)
+    assert run("send", "--now", iso(T0 + timedelta(minutes=1))).exit_code == 0
+    asked = sorted(folder.glob("*.eml"))
+    assert [path.name for path in asked] == ["000001-decision.eml", "000002-decision.eml"]
+    decision_links = {link for path in asked for link in LINK.findall(words_of(path))}
+    tokens = {link.split("/")[4] for link in decision_links}
+    assert len(tokens) == 2
+
+    # Nobody answered: `tick` closes the round at the deadline and writes the outcome mails.
+    closed_at = T0 + timedelta(days=7, minutes=1)
+    assert run("tick", "--now", iso(closed_at)).exit_code == 0
+    assert run("send", "--now", iso(closed_at)).exit_code == 0
+    left = sorted(folder.glob("*.eml"))
+    assert [path.name for path in left] == ["000003-outcome.eml", "000004-outcome.eml"]
+    for path in left:
+        assert not [token for token in tokens if token in words_of(path)]
+
+    # Thirty days after delivery the outbox blanks the outcome mails; their files go too.
+    assert run("tick", "--now", iso(closed_at + timedelta(days=31))).exit_code == 0
+    assert list(folder.glob("*.eml")) == []
+    folder.joinpath("notes.txt").write_text("mine")  # anything else there is the developer's
+    assert run("tick", "--now", iso(closed_at + timedelta(days=32))).exit_code == 0
+    assert [path.name for path in folder.iterdir()] == ["notes.txt"]
 
 
 # --- production without a mail server: nothing goes, nothing is lost, everybody hears ----------
@@ -291,7 +329,9 @@ def test_a_login_is_used_and_a_failed_reconnect_after_mail_max_emails_sends_noth
         assert half.exit_code == 0, half.stderr
         assert half.stdout == "Delivered 2 mail(s).\n"
         assert "2 mail(s) wait for a later retry." in half.stderr
-        assert [row[1:3] for row in mails(db)] == [("sent", 2)] * 2 + [("queued", 2)] * 2
+        # An attempt counts when a mail is handed on: the fourth never was in this run.
+        handed = [("sent", 2)] * 2 + [("queued", 2), ("queued", 1)]
+        assert [row[1:3] for row in mails(db)] == handed
         assert server.good.count(True) == 1
 
         server.allowed = 3

@@ -826,6 +826,7 @@ def test_init_upgrades_a_version_1_database_and_forgetting_then_works(run, db, h
         " BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END"
     )
     db.conn.execute("ALTER TABLE clients DROP COLUMN forgotten_at")
+    db.conn.execute("ALTER TABLE coaches DROP COLUMN forgotten_at")  # coaches since version 6
     db.conn.execute("DROP VIEW round_parties")  # it reads the column dropped next
     for table in ("coaches", "clients"):  # version 4 added the name people are called by
         db.conn.execute(f"ALTER TABLE {table} DROP COLUMN call_name")
@@ -864,6 +865,64 @@ def shape(path) -> dict:
         }
     finally:
         connection.close()
+
+
+# -- coaches ------------------------------------------------------------------------------
+
+BOB_TRACES = ["Bob Coach", BOB, "BOB-NOTE-ABOUT-ANNA", "BOB-GROUP-NOTE"]
+
+
+def test_a_coach_export_holds_their_own_and_nothing_of_their_clients(run, db, history):
+    data = json.loads(ok(run, "coach", "export", BOB).stdout)
+    text = json.dumps(data, ensure_ascii=False)
+    assert data["coach"]["email"] == BOB
+    for theirs in BOB_TRACES + ["Team days"]:
+        assert theirs in text, theirs
+    assert {mail["kind"] for mail in data["mails"]} == {"decision", "outcome", "welcome_back"}
+    for clients in OTHERS[:4] + ["Anna de Vries", ANNA, "ANNA-NOTE-ONE", "Career of Anna"]:
+        assert clients not in text, clients
+    assert "token" not in text and "nonce" not in text
+
+
+def test_a_coach_with_an_active_engagement_is_not_forgotten(run, db, history):
+    start_engagement(db, BOB, [CARL], T0, title="Still going")
+    line = refused(run, db, "coach", "forget", BOB, "--yes")
+    assert "Bob Coach still coaches active engagement(s)" in line
+
+
+def test_forget_a_coach_leaves_no_trace_keeps_the_counts_and_stops_every_link(
+    app, run, db, client, history, smtp
+):
+    bob_links = tokens_mailed_to(smtp, BOB)
+    carl_links = tokens_mailed_to(smtp, CARL)
+    rows, reports = counts(db), report(run)
+    bob_id = db.conn.execute("SELECT id FROM coaches WHERE email = ?", [BOB]).fetchone()[0]
+    assert all(trace.encode() in raw_bytes(app.config["DATABASE"]) for trace in BOB_TRACES)
+
+    outcome = json.loads(ok(run, "coach", "forget", BOB, "--yes", "--json").stdout)
+
+    assert outcome["coach_id"] == bob_id
+    assert outcome["notes_erased"] == 2
+    raw = raw_bytes(app.config["DATABASE"])
+    for trace in BOB_TRACES:
+        assert trace.encode() not in raw, trace
+    for kept in ("CARL-NOTE-SECRET", CARL, "Carl Client", "Team days"):
+        assert kept.encode() in raw, kept
+    assert counts(db) == rows
+    assert [shown[0] for shown in report(run)] == [shown[0] for shown in reports]
+    forgotten = db.conn.execute("SELECT * FROM coaches WHERE id = ?", [bob_id]).fetchone()
+    assert (forgotten["name"], forgotten["email"]) == (
+        "Forgotten coach",
+        f"forgotten-coach-{bob_id}@invalid",
+    )
+    for token in bob_links:
+        assert client.get(f"/d/{token}").status_code == 404
+        assert client.get(f"/c/{token}").status_code == 404
+    assert any(client.get(f"/d/{token}").status_code == 200 for token in carl_links)
+    refused(run, db, "coach", "export", BOB)
+    refused(run, db, "coach", "link", BOB)
+    assert "forgotten" in refused(run, db, "engagement", "reopen", history["solo"])
+    ok(run, "coach", "add", "Bob Coach", BOB)  # welcome back as a new coach
 
 
 # -- the privacy page ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from support import POLICY, T0, decide, decision_id, dump, outbox_rows
+from support import POLICY, T0, decide, decision_id, dump, open_mail, outbox_rows
 
 from twoyes import errors, tokens
 from twoyes.engagements import end_idle_engagements, reopen_engagement, start_engagement
@@ -41,7 +41,7 @@ def mails(db, kind):
     rows = db.conn.execute(
         "SELECT to_email, context FROM outbox WHERE kind = ? ORDER BY id", [kind]
     ).fetchall()
-    return [(row["to_email"], json.loads(row["context"])) for row in rows]
+    return [(row["to_email"], open_mail(db, json.loads(row["context"]))) for row in rows]
 
 
 def recipients(db, kind):

@@ -166,6 +166,7 @@ def test_init_upgrades_a_table_that_an_old_view_reads(db):
         "ALTER TABLE coaches DROP COLUMN call_name",  # version 4 adds it
         "ALTER TABLE clients DROP COLUMN call_name",
         *BEFORE_VERSION_7,
+        "ALTER TABLE coaches DROP COLUMN forgotten_at",  # version 6 adds it
         "PRAGMA user_version = 2",
     ):
         db.conn.execute(statement)
@@ -178,3 +179,4 @@ def test_init_upgrades_a_table_that_an_old_view_reads(db):
 
     assert views_of(db) == made
     assert "coach_id" in db["tokens"].columns_dict
+    assert "nonce" in db["tokens"].columns_dict  # version 6

@@ -21,7 +21,7 @@ from twoyes.mails import queue_sign_in_mail
 from twoyes.parties import parties_of_rounds
 from twoyes.people import get_person_by_email
 from twoyes.times import db_time_after, to_db
-from twoyes.tokens import COACH_VIEW_HOURS, new_coach_view_token
+from twoyes.tokens import COACH_VIEW_HOURS, new_coach_view_link, new_coach_view_token
 
 # The overview shows engagements ended, and the report, over the last 12 months.
 OVERVIEW_DAYS = 365
@@ -53,9 +53,9 @@ def mail_coach_link(db: sqlite_utils.Database, address: str, now: datetime) -> b
             coach = get_person_by_email(db, "coach", address)
         except NotFound:
             return False
-        token = new_coach_view_token(db, coach["id"], now)
+        nonce = new_coach_view_link(db, coach["id"], now)
         expires_at = db_time_after(now, seconds=COACH_VIEW_HOURS * 3600)
-        queue_sign_in_mail(db, coach, token, expires_at, now)
+        queue_sign_in_mail(db, coach, nonce, expires_at, now)
         log_event(db, "coach_link_mailed", now, coach_id=coach["id"])
     return True
 

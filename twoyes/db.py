@@ -73,6 +73,21 @@ def rebuild_outbox(kinds: str) -> list[str]:
     ]
 
 
+# The tokens table as of version 6 (schema.sql holds the same shape).
+TOKENS_V6 = """CREATE TABLE tokens_new (
+    nonce TEXT PRIMARY KEY,
+    hash TEXT UNIQUE,
+    purpose TEXT NOT NULL CHECK (purpose IN ('decide', 'welcome_back', 'coach_view')),
+    decision_id INTEGER REFERENCES decisions (id),
+    member_id INTEGER REFERENCES members (id),
+    coach_id INTEGER REFERENCES coaches (id),
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    CHECK ((purpose = 'decide') = (decision_id IS NOT NULL)),
+    CHECK ((purpose = 'welcome_back') = (member_id IS NOT NULL AND expires_at IS NOT NULL)),
+    CHECK ((purpose = 'coach_view') = (coach_id IS NOT NULL AND expires_at IS NOT NULL))
+) WITHOUT ROWID"""
+
 # Upgrades from one schema version to the next, run in order by init_db.
 # schema.sql always describes the newest shape; an upgrade brings an older
 # database there (ALTER TABLE ..., or data moved between tables).
@@ -121,7 +136,20 @@ UPGRADES: dict[int, list[str]] = {
     # version 5: the outbox may hold a coach's sign-in mail (kind 'sign_in'); the table is
     # rebuilt for its CHECK, as version 3 rebuilt tokens. A very old database gets it new.
     5: rebuild_outbox(OUTBOX_V5_KINDS),
-    6: [],  # another branch's upgrade takes this number
+    # version 6: a token row is keyed by a random nonce, and a mailed link's token is made
+    # from it at delivery (tokens.py), so no raw token is ever written. Links made before
+    # keep their hash and open as they did; mail still waiting with a raw token in it goes
+    # out as it is (delivery.py reads both). The table is rebuilt, as version 3 did.
+    # Coaches can be forgotten, like clients (privacy.py).
+    6: [
+        "ALTER TABLE coaches ADD COLUMN forgotten_at TEXT",
+        TOKENS_V6,
+        "INSERT INTO tokens_new (nonce, hash, purpose, decision_id, member_id, coach_id,"
+        " created_at, expires_at) SELECT lower(hex(randomblob(16))), hash, purpose,"
+        " decision_id, member_id, coach_id, created_at, expires_at FROM tokens",
+        "DROP TABLE tokens",
+        "ALTER TABLE tokens_new RENAME TO tokens",
+    ],
     # version 7: a planned session is in calendars (a stable uid, a sequence raised on every
     # move); a coach may have a booking page; the outbox holds welcome mails and invitations
     # (rebuilt for its CHECK, as version 5 did).

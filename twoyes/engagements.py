@@ -205,6 +205,11 @@ def reopen_engagement(db: sqlite_utils.Database, engagement_id: int, now: dateti
                 f"Engagement {engagement_id} cannot be reopened: its client was forgotten; "
                 "if they are back, add them again and start a new engagement."
             )
+        if engagement["coach_email"].endswith("@invalid"):  # privacy.forgotten_email
+            raise Conflict(
+                f"Engagement {engagement_id} cannot be reopened: its coach was forgotten; "
+                "start a new engagement with the coach who takes it on."
+            )
         db.conn.execute(
             "UPDATE engagements SET status = 'active', end_reason = NULL, ended_at = NULL,"
             " reopened_at = ? WHERE id = ?",

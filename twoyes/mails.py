@@ -3,8 +3,9 @@
 Each function queues one kind of mail in the caller's transaction. The words
 themselves live in templates/mail/<kind>.txt and .html and are rendered at
 delivery (delivery.py), so queueing stays cheap and a mail is written in the
-reader's language and the practice's time zone. Links are kept as raw tokens
-in the outbox only until delivery.
+reader's language and the practice's time zone. A mail's links are kept as the
+nonces of their token rows (tokens.py): the tokens themselves are made at
+delivery and never stored.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from twoyes.rules import LOW_USEFULNESS
 from twoyes.threads import remember_thread
 from twoyes.times import to_db
 from twoyes.tokens import (
-    new_coach_view_token,
-    new_coach_view_tokens,
-    new_decision_token,
-    new_welcome_back_tokens,
+    new_coach_view_link,
+    new_coach_view_links,
+    new_decision_link,
+    new_welcome_back_links,
 )
 
 
@@ -50,7 +51,7 @@ def queue_decision_mail(
             "client_names": party["client_names"] if party["role"] == "coach" else None,
             "session_at": party["session_at"],
             "deadline_at": party["deadline_at"],
-            "decide_token": new_decision_token(db, party["id"], now),
+            "decide_nonce": new_decision_link(db, party["id"], now),
         }
         | _overview_link(db, party, now),
     )
@@ -67,13 +68,13 @@ def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
     mail never carries other clients' names, choices or notes.
 
     The mails are built and written by SQL, however many: one statement for
-    endings with a round and one for those without. Only the links are made
-    here, since only their hash may be stored.
+    endings with a round and one for those without. Only the links' rows are
+    made here (in Python, for their random nonces).
     """
     db.conn.execute(CREATE_LINKS)
-    # Each coach's outcome mail links to their overview (and, after a continue, to planning).
-    # The mails one sweep writes to one coach share a link: one inbox, one moment, and a
-    # sweep of thousands of endings writes a token per coach, not per mail.
+    # Each coach's outcome mail links to their overview (and, after a continue, to planning),
+    # each with a link of its own, so that a mail that fails for good takes only its own
+    # (outbox.py). Their rows are written in nonce order, at the end of the table's key.
     db.conn.execute(CREATE_COACH_LINKS)
     coach_of = dict(
         db.conn.execute(
@@ -81,11 +82,10 @@ def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
             " CROSS JOIN engagements ON engagements.id = ending.engagement_id"
         ).fetchall()
     )
-    links = new_coach_view_tokens(db, {coach_id: coach_id for coach_id in coach_of.values()}, now)
     db.conn.execute("DELETE FROM temp.coach_links")
     db.conn.executemany(
         "INSERT INTO temp.coach_links VALUES (?, ?)",
-        [(engagement_id, links[coach_id]) for engagement_id, coach_id in coach_of.items()],
+        new_coach_view_links(db, coach_of, now).items(),
     )
     # One random key a call, shared by its mails' Message-IDs: a sweep's batch then writes one
     # place of their unique index, not 10,000 random ones (at 1M rounds, issue 19).
@@ -95,22 +95,22 @@ def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:
         db.conn.execute("DELETE FROM temp.links")
         db.conn.executemany(
             "INSERT INTO temp.links VALUES (?, ?)",
-            new_welcome_back_tokens(db, leaving, now).items(),
+            new_welcome_back_links(db, leaving, now).items(),
         )
         db.conn.execute(INSERT_OUTBOX + parties + OUTCOME_MAILS, at)
-    db.conn.execute("DELETE FROM temp.links")  # raw links stay only in the outbox
+    db.conn.execute("DELETE FROM temp.links")
     db.conn.execute("DELETE FROM temp.coach_links")
 
 
-# The raw overview links of one call's coaches, on their way into the outbox: in memory only.
+# The overview links (their nonces) of one call's coach mails, on their way into the outbox.
 CREATE_COACH_LINKS = (
     "CREATE TEMP TABLE IF NOT EXISTS coach_links"
-    " (engagement_id INTEGER PRIMARY KEY, raw TEXT NOT NULL)"
+    " (engagement_id INTEGER PRIMARY KEY, nonce TEXT NOT NULL)"
 )
 
-# The raw welcome-back links of one call, on their way into the outbox: in memory only.
+# The welcome-back links (their nonces) of one call, on their way into the outbox.
 CREATE_LINKS = (
-    "CREATE TEMP TABLE IF NOT EXISTS links (member_id INTEGER PRIMARY KEY, raw TEXT NOT NULL)"
+    "CREATE TEMP TABLE IF NOT EXISTS links (member_id INTEGER PRIMARY KEY, nonce TEXT NOT NULL)"
 )
 
 # Every party of what is ending, with what its mail needs, from the few rows in temp.ending
@@ -173,8 +173,8 @@ INSERT INTO outbox (kind, engagement_id, to_name, to_email, reply_to_name, reply
 # What each party's outcome mail says (templates/mail/outcome.*), as JSON.
 OUTCOME_MAILS = """,
 said AS (
-    -- Each closed round once: what everyone may know (counts, the coach's choice), and
-    -- what only its coach hears (who said what, and whose rating was low).
+    -- Each closed round once: the coach's choice, and what only its coach hears (the
+    -- counts, who said what, and whose rating was low).
     SELECT round_id,
            max(CASE WHEN role = 'coach' THEN choice END) AS coach_choice,
            max(CASE WHEN role = 'coach' THEN reason END) AS coach_reason,
@@ -203,8 +203,8 @@ mails AS (
            said.low_usefulness, said.client_choices,
            -- Not `ON ... AND facts.leaves`: an ON term on the left side alone made SQLite 3.40
            -- drop the coach's row when `parties` was a UNION ALL with a LEFT JOIN in it.
-           CASE WHEN facts.leaves THEN links.raw END AS welcome_back_token,
-           CASE WHEN facts.role = 'coach' THEN coach_links.raw END AS coach_view_token
+           CASE WHEN facts.leaves THEN links.nonce END AS welcome_back_nonce,
+           CASE WHEN facts.role = 'coach' THEN coach_links.nonce END AS coach_view_nonce
     FROM facts
     LEFT JOIN said ON said.round_id = facts.round_id
     LEFT JOIN temp.links ON links.member_id = facts.member_id
@@ -221,10 +221,12 @@ SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
            'coach_choice', coach_choice,
            -- Only which sentence a client reads after the coach's stop depends on it.
            'coach_reason', coach_reason,
-           'members_total', coalesce(members_total, 0),
-           'members_continuing', coalesce(members_continuing, 0),
-           'members_stopped', coalesce(members_stopped, 0),
-           'members_silent', coalesce(members_silent, 0),
+           -- Only the coach hears how many chose what: to a member of a group of two, a
+           -- count is the other member's choice.
+           'members_total', iif(role = 'coach', coalesce(members_total, 0), NULL),
+           'members_continuing', iif(role = 'coach', coalesce(members_continuing, 0), NULL),
+           'members_stopped', iif(role = 'coach', coalesce(members_stopped, 0), NULL),
+           'members_silent', iif(role = 'coach', coalesce(members_silent, 0), NULL),
            -- Only the coach hears whom it was with, who said what, and whose rating was low.
            'client_names', CASE WHEN role = 'coach' THEN coalesce(
                client_names,
@@ -236,7 +238,7 @@ SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
                      ORDER BY others.id))) END,
            'low_usefulness', json(CASE WHEN role = 'coach' THEN low_usefulness END),
            'client_choices', json(CASE WHEN role = 'coach' THEN client_choices END),
-           'welcome_back_token', welcome_back_token,
+           'welcome_back_nonce', welcome_back_nonce,
            -- A client of an individual engagement that goes on picks the next session's
            -- time on the coach's booking page, when the coach has one.
            'booking_url', CASE WHEN role = 'client' AND outcome = 'continue' AND NOT leaves
@@ -244,7 +246,7 @@ SELECT 'outcome', engagement_id, name, email, coach_name, coach_email, lang,
                SELECT coaches.booking_url FROM engagements
                CROSS JOIN coaches ON coaches.id = engagements.coach_id
                WHERE engagements.id = mails.engagement_id) END,
-           'engagement_id', engagement_id, 'coach_view_token', coach_view_token
+           'engagement_id', engagement_id, 'coach_view_nonce', coach_view_nonce
        ),
        -- A Message-ID in time order, then the call's key: new ones go side by side.
        strftime('%Y%m%d%H%M%S.', :at) || :key || lower(hex(randomblob(8))), :at, :at
@@ -274,7 +276,7 @@ def queue_welcome_back_mail(
             "title": member["title"],
             "engagement_id": member["engagement_id"],
             "message": message,
-            "coach_view_token": _new_overview_token(db, member["engagement_id"], now),
+            "coach_view_nonce": _new_overview_link(db, member["engagement_id"], now),
         },
     )
 
@@ -283,14 +285,14 @@ def _overview_link(db: sqlite_utils.Database, party: dict, now: datetime) -> dic
     """A coach's mail carries a link to their overview of its own; a client's none."""
     if party["role"] != "coach":
         return {}
-    return {"coach_view_token": _new_overview_token(db, party["engagement_id"], now)}
+    return {"coach_view_nonce": _new_overview_link(db, party["engagement_id"], now)}
 
 
-def _new_overview_token(db: sqlite_utils.Database, engagement_id: int, now: datetime) -> str:
+def _new_overview_link(db: sqlite_utils.Database, engagement_id: int, now: datetime) -> str:
     (coach_id,) = db.conn.execute(
         "SELECT coach_id FROM engagements WHERE id = ?", [engagement_id]
     ).fetchone()
-    return new_coach_view_token(db, coach_id, now)
+    return new_coach_view_link(db, coach_id, now)
 
 
 def _reply_to(party: dict) -> tuple[str, str]:
@@ -299,9 +301,10 @@ def _reply_to(party: dict) -> tuple[str, str]:
 
 
 def queue_sign_in_mail(
-    db: sqlite_utils.Database, coach: dict, token: str, expires_at: str, now: datetime
+    db: sqlite_utils.Database, coach: dict, nonce: str, expires_at: str, now: datetime
 ) -> int:
-    """A coach asked at /c for their overview: the link goes to their own address only."""
+    """A coach asked at /c for their overview: the link (`nonce`, tokens.new_coach_view_link)
+    goes to their own address only."""
     return queue_mail(
         db,
         "sign_in",
@@ -312,7 +315,7 @@ def queue_sign_in_mail(
             "role": "coach",
             "name": coach["name"],
             "expires_at": expires_at,
-            "coach_view_token": token,
+            "coach_view_nonce": nonce,
         },
     )
 
@@ -350,7 +353,7 @@ def queue_welcome_mails(
         facts |= {
             "client_names": ", ".join(member["name"] for member in members),
             "clients_welcomed": welcome_clients,
-            "coach_view_token": _new_overview_token(db, engagement_id, now),
+            "coach_view_nonce": _new_overview_link(db, engagement_id, now),
         }
         _queue_to(db, "welcome", now, engagement_id, coach, facts)
 

@@ -1,9 +1,10 @@
-"""Clients' data stays theirs: export and forget on request, forget at the end of retention.
+"""People's data stays theirs: export and forget on request, forget at the end of retention.
 
 Coaching notes and decisions are personal data (the GDPR; the AVG in the
-Netherlands). A practice answers an access request with `export_client` and
-an erasure request with `forget_client`; retention.py uses the same erasure
-so that nothing is kept longer than it is useful.
+Netherlands). A practice answers a client's access request with
+`export_client` and an erasure request with `forget_client`, a coach's with
+`export_coach` and `forget_coach`; retention.py uses the same erasure so that
+nothing is kept longer than it is useful.
 
 Forgetting keeps every row, so that counts and reports stay true, and erases
 what says who the person was: the client becomes 'Forgotten client' with the
@@ -24,7 +25,7 @@ import sqlite_utils
 
 from twoyes.db import transaction
 from twoyes.endings import Ending, end_engagements
-from twoyes.errors import NotFound
+from twoyes.errors import Conflict, NotFound
 from twoyes.events import log_event
 from twoyes.members import remove_member
 from twoyes.outbox import without_links
@@ -35,22 +36,35 @@ from twoyes.times import to_db
 # clauses its callers pass to erase_addresses_from_log); values always go in as
 # parameters. Bandit's B608 is silenced on those lines.
 FORGOTTEN_NAME = "Forgotten client"
+FORGOTTEN_COACH = "Forgotten coach"
 
 
-def forgotten_email(client_id: int) -> str:
-    """The placeholder address of a forgotten client: unique, and invalid for any new one."""
-    return f"forgotten-{client_id}@invalid"
+def forgotten_email(person_id: int, role: str = "client") -> str:
+    """The placeholder address of a forgotten person: unique, and invalid for any new one."""
+    return (
+        f"forgotten-{person_id}@invalid"
+        if role == "client"
+        else f"forgotten-{role}-{person_id}@invalid"
+    )
 
 
 def get_client(db: sqlite_utils.Database, email: str) -> dict:
     """The client with this address; NotFound (or Invalid for a malformed address) otherwise."""
+    return _get_person(db, "client", email)
+
+
+def _get_person(db: sqlite_utils.Database, role: str, email: str) -> dict:
     try:
-        return get_person_by_email(db, "client", email)
+        return get_person_by_email(db, role, email)
     except NotFound as error:
         raise NotFound(
-            f"There is no client with the address {email.strip()}; check the spelling "
-            "(a client who was forgotten cannot be found by any address)."
+            f"There is no {role} with the address {email.strip()}; check the spelling "
+            f"(a {role} who was forgotten cannot be found by any address)."
         ) from error
+
+
+def _profile(person: dict) -> dict:
+    return {key: person[key] for key in ("id", "name", "call_name", "email", "lang", "created_at")}
 
 
 # -- access ------------------------------------------------------------------------------
@@ -80,9 +94,7 @@ def export_client(db: sqlite_utils.Database, email: str) -> dict:
     decision_ids = _ids(db, "SELECT id FROM decisions WHERE client_id = ?", client["id"])
     member_ids = [row["member_id"] for row in memberships]
     return {
-        "client": {
-            key: client[key] for key in ("id", "name", "call_name", "email", "lang", "created_at")
-        },
+        "client": _profile(client),
         "engagements": [
             {
                 "id": row["id"],
@@ -99,26 +111,11 @@ def export_client(db: sqlite_utils.Database, email: str) -> dict:
                     "joined_at": row["joined_at"],
                     "left_at": row["left_at"],
                 },
-                "sessions": _sessions_of(db, row["id"], client["id"], row["kind"]),
+                "sessions": _sessions_of(db, row["id"], client["id"], row["kind"] == "individual"),
             }
             for row in memberships
         ],
-        "mails": [
-            {
-                "id": row["id"],
-                "kind": row["kind"],
-                "engagement_id": row["engagement_id"],
-                "to": {"name": row["to_name"], "email": row["to_email"]},
-                "status": row["status"],
-                "created_at": row["created_at"],
-                "sent_at": row["sent_at"],
-                "content": without_links(json.loads(row["context"])),
-            }
-            for row in db.conn.execute(
-                "SELECT * FROM outbox WHERE to_email = ? COLLATE NOCASE ORDER BY id",
-                [client["email"]],
-            )
-        ],
+        "mails": _mails_to(db, client["email"]),
         "welcome_back_requests": [
             {
                 "id": row["id"],
@@ -133,30 +130,125 @@ def export_client(db: sqlite_utils.Database, email: str) -> dict:
                 [client["email"]],
             )
         ],
-        "events": [
-            {key: row[key] for key in ("at", "kind", "engagement_id", "round_id")}
-            | {"detail": json.loads(row["detail"])}
-            for row in db.conn.execute(
-                "SELECT * FROM events"
-                " WHERE (kind IN ('client_added', 'client_changed')"
-                " AND json_extract(detail, '$.client_id') = :client)"
-                " OR json_extract(detail, '$.decision_id')"
-                " IN (SELECT value FROM json_each(:decisions))"
-                " OR json_extract(detail, '$.member_id') IN (SELECT value FROM json_each(:members))"
-                " ORDER BY id",
-                {
-                    "client": client["id"],
-                    "decisions": json.dumps(decision_ids),
-                    "members": json.dumps(member_ids),
-                },
-            )
-        ],
+        "events": _events_about(
+            db,
+            "kind IN ('client_added', 'client_changed')"
+            " AND json_extract(detail, '$.client_id') = :person",
+            client["id"],
+            decision_ids,
+            member_ids,
+        ),
     }
 
 
-def _sessions_of(
-    db: sqlite_utils.Database, engagement_id: int, client_id: int, kind: str
+def export_coach(db: sqlite_utils.Database, email: str) -> dict:
+    """Everything twoyes holds about one coach, and nothing about their clients.
+
+    Their profile; each engagement they coach, with its sessions and rounds and their
+    own decision in each (notes included), but not who the clients are or what they
+    chose (nor an individual engagement's title, which is about its client); the mails
+    sent to them, what and when but not their words (those were about their clients);
+    and the events about them, with the ip address and user agent of each answer.
+    """
+    coach = _get_person(db, "coach", email)
+    engagements = db.conn.execute(
+        "SELECT * FROM engagements WHERE coach_id = ? ORDER BY id", [coach["id"]]
+    ).fetchall()
+    return {
+        "coach": _profile(coach),
+        "engagements": [
+            {key: row[key] for key in ENGAGEMENT_KEYS}
+            | {"title": row["title"] if row["kind"] == "group" else None}
+            | {"sessions": _sessions_of(db, row["id"], None, False)}
+            for row in engagements
+        ],
+        "mails": [
+            {key: value for key, value in mail.items() if key != "content"}
+            for mail in _mails_to(db, coach["email"])
+        ],
+        "events": _events_about(
+            db,
+            "json_extract(detail, '$.coach_id') = :person",
+            coach["id"],
+            _coach_decisions(db, coach["id"]),
+            [],
+        ),
+    }
+
+
+ENGAGEMENT_KEYS = (
+    "id",
+    "title",
+    "kind",
+    "status",
+    "end_reason",
+    "started_at",
+    "reopened_at",
+    "ended_at",
+)
+
+
+def _coach_decisions(db: sqlite_utils.Database, coach_id: int) -> list[int]:
+    return _ids(
+        db,
+        "SELECT decisions.id FROM engagements JOIN rounds ON rounds.engagement_id = engagements.id"
+        " JOIN decisions ON decisions.round_id = rounds.id"
+        " WHERE engagements.coach_id = ? AND decisions.role = 'coach'",
+        coach_id,
+    )
+
+
+def _mails_to(db: sqlite_utils.Database, address: str) -> list[dict]:
+    """The mails sent to an address, without their links."""
+    return [
+        {
+            "id": row["id"],
+            "kind": row["kind"],
+            "engagement_id": row["engagement_id"],
+            "to": {"name": row["to_name"], "email": row["to_email"]},
+            "status": row["status"],
+            "created_at": row["created_at"],
+            "sent_at": row["sent_at"],
+            "content": without_links(json.loads(row["context"])),
+        }
+        for row in db.conn.execute(
+            "SELECT * FROM outbox WHERE to_email = ? COLLATE NOCASE ORDER BY id", [address]
+        )
+    ]
+
+
+def _events_about(
+    db: sqlite_utils.Database,
+    person_sql: str,
+    person_id: int,
+    decision_ids: list[int],
+    member_ids: list[int],
 ) -> list[dict]:
+    """The events about a person (`person_sql`, a constant, names them by :person), their
+    decisions and memberships."""
+    return [
+        {key: row[key] for key in ("at", "kind", "engagement_id", "round_id")}
+        | {"detail": json.loads(row["detail"])}
+        for row in db.conn.execute(
+            f"SELECT * FROM events WHERE ({person_sql})"  # nosec B608
+            " OR json_extract(detail, '$.decision_id')"
+            " IN (SELECT value FROM json_each(:decisions))"
+            " OR json_extract(detail, '$.member_id') IN (SELECT value FROM json_each(:members))"
+            " ORDER BY id",
+            {
+                "person": person_id,
+                "decisions": json.dumps(decision_ids),
+                "members": json.dumps(member_ids),
+            },
+        )
+    ]
+
+
+def _sessions_of(
+    db: sqlite_utils.Database, engagement_id: int, client_id: int | None, with_coach_note: bool
+) -> list[dict]:
+    """The sessions of an engagement, each with its round and the decision of one party:
+    a client (client_id), or the coach (None)."""
     rows = db.conn.execute(
         "SELECT sessions.id, sessions.status, sessions.starts_at, sessions.minutes,"
         " sessions.held_at, rounds.id AS round_id, rounds.status AS round_status,"
@@ -165,7 +257,7 @@ def _sessions_of(
         " decisions.usefulness, decisions.note, decisions.decided_at, decisions.reminded_at,"
         " coach.note AS coach_note"
         " FROM sessions LEFT JOIN rounds ON rounds.session_id = sessions.id"
-        " LEFT JOIN decisions ON decisions.round_id = rounds.id AND decisions.client_id = ?"
+        " LEFT JOIN decisions ON decisions.round_id = rounds.id AND decisions.client_id IS ?"
         " LEFT JOIN decisions AS coach ON coach.round_id = rounds.id AND coach.role = 'coach'"
         " WHERE sessions.engagement_id = ? ORDER BY sessions.starts_at, sessions.id",
         [client_id, engagement_id],
@@ -181,7 +273,7 @@ def _sessions_of(
             round_["your_decision"] = (
                 {key: row[key] for key in decision_keys} if row["decision_id"] else None
             )
-            if kind == "individual":
+            if with_coach_note:
                 # About this one person, so theirs to see (and erased when they are forgotten).
                 round_["coach_note"] = row["coach_note"]
         sessions.append(
@@ -299,13 +391,81 @@ def erase_client(db: sqlite_utils.Database, client: dict, now: datetime, why: st
     )
     mails = _erase_mail(db, ids, client["name"])
     _erase_answer_origins(db, client_id)
-    db.conn.execute(
-        "UPDATE clients SET name = :name, call_name = NULL, email = :email, forgotten_at = :now"
-        " WHERE id = :client",
-        ids,
-    )
+    _replace_person(db, "clients", ids | {"person": client_id})
     log_event(db, "client_forgotten", now, client_id=client_id, why=why)
     return {"links_stopped": links, "notes_erased": notes, "mails_erased": mails}
+
+
+def _replace_person(db: sqlite_utils.Database, table: str, ids: dict) -> None:
+    """The person's row keeps only the placeholder name and address (`table` a constant)."""
+    db.conn.execute(
+        f"UPDATE {table} SET name = :name, call_name = NULL, email = :email,"  # nosec B608
+        " forgotten_at = :now WHERE id = :person",
+        ids,
+    )
+
+
+def forget_coach(db: sqlite_utils.Database, email: str, now: datetime) -> dict:
+    """Erase a coach's name, address, notes and mails for good; their links stop at once.
+
+    Only a coach whose engagements have all ended: an active one would go on without
+    anyone to ask. Their engagements, sessions and rounds stay, as anonymous records of
+    the practice, like a forgotten client's; their clients' own data is not touched.
+    """
+    with transaction(db):
+        coach = _get_person(db, "coach", email)
+        refuse_active_coach(db, coach)
+        decision_ids = _coach_decisions(db, coach["id"])
+        engagement_ids = _ids(db, "SELECT id FROM engagements WHERE coach_id = ?", coach["id"])
+        ids = {
+            "person": coach["id"],
+            "decisions": json.dumps(decision_ids),
+            "engagements": json.dumps(engagement_ids),
+            "individual": "[]",
+            "address": coach["email"],
+            "name": FORGOTTEN_COACH,
+            "email": forgotten_email(coach["id"], "coach"),
+            "now": to_db(now),
+        }
+        links = db.conn.execute(
+            "DELETE FROM tokens WHERE coach_id = :person"
+            " OR decision_id IN (SELECT value FROM json_each(:decisions))",
+            ids,
+        ).rowcount
+        notes = db.conn.execute(
+            "UPDATE decisions SET note = NULL WHERE note IS NOT NULL"
+            " AND id IN (SELECT value FROM json_each(:decisions))",
+            ids,
+        ).rowcount
+        mails = _erase_mail(db, ids, coach["name"])
+        erase_addresses_from_log(
+            db,
+            "json_extract(detail, '$.decision_id') IN (SELECT value FROM json_each(:decisions))",
+            ids,
+        )
+        _replace_person(db, "coaches", ids)
+        log_event(db, "coach_forgotten", now, coach_id=coach["id"], why="request")
+    erase_leftovers(db)
+    return {
+        "coach_id": coach["id"],
+        "links_stopped": links,
+        "notes_erased": notes,
+        "mails_erased": mails,
+    }
+
+
+def refuse_active_coach(db: sqlite_utils.Database, coach: dict) -> None:
+    """Conflict while the coach has an active engagement: it needs them to go on or end."""
+    active = _ids(
+        db,
+        "SELECT id FROM engagements WHERE coach_id = ? AND status = 'active' ORDER BY id",
+        coach["id"],
+    )
+    if active:
+        raise Conflict(
+            f"{coach['name']} still coaches active engagement(s) {', '.join(map(str, active))};"
+            " a coach can be forgotten once all of them have ended."
+        )
 
 
 MINE = "(to_email = :address COLLATE NOCASE OR reply_to_email = :address COLLATE NOCASE)"

@@ -47,7 +47,7 @@ from twoyes.rounds import record_decision
 from twoyes.settings import Settings
 from twoyes.threads import remember_thread, thread_hashes
 from twoyes.times import to_db
-from twoyes.tokens import new_decision_token
+from twoyes.tokens import new_decision_link
 
 # The answers, in the reader's words; a phrase counts as its words in this order.
 ANSWERS = {
@@ -425,7 +425,7 @@ def _queue_unclear(db, party: dict, now: datetime, *, forwarded: bool) -> None:
             "forwarded": forwarded,
             "session_at": party["session_at"],
             "deadline_at": party["deadline_at"],
-            "decide_token": new_decision_token(db, party["id"], now),
+            "decide_nonce": new_decision_link(db, party["id"], now),
         },
     )
     remember_thread(db, mail_id, party["id"], now)

@@ -3,11 +3,13 @@
 An engagement that ended more than TWOYES_RETENTION_DAYS ago is anonymised
 the way forgetting does it (privacy.py), a client whose engagements all did
 is forgotten, and a delivered mail's names and notes are blanked after
-MAIL_BODY_DAYS. The privacy page states these terms (`retention_terms`).
+MAIL_BODY_DAYS. The privacy page states these terms (`retention_terms`), and
+development's .eml files go the same way (`find_spent_mail`).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import sqlite_utils
@@ -125,6 +127,30 @@ def purge_delivered_mail(db: sqlite_utils.Database, now: datetime) -> int:
         if purged:
             log_event(db, "mail_purged", now, mails=purged)
     return purged
+
+
+# Of the mails in json_each(:ids), those a file may still hold: delivered, not blanked, and
+# not about a round that has closed since (a decision or reminder mail's round closes after
+# it was written; an outcome mail, written as its round closed, waits for a later one).
+KEPT_MAIL_SQL = """
+SELECT outbox.id FROM outbox
+WHERE outbox.id IN (SELECT value FROM json_each(:ids))
+  AND outbox.status = 'sent' AND outbox.context != '{}'
+  AND NOT EXISTS (SELECT 1 FROM rounds WHERE rounds.engagement_id = outbox.engagement_id
+                    AND rounds.status = 'closed'
+                    AND (rounds.closed_at > outbox.created_at
+                         OR (rounds.closed_at = outbox.created_at
+                             AND outbox.kind IN ('decision', 'reminder'))))
+"""
+
+
+def find_spent_mail(db: sqlite_utils.Database, mail_ids: list[int]) -> set[int]:
+    """Of these mails, those whose words and links no file may keep any longer: gone from the
+    outbox, blanked (MAIL_BODY_DAYS after delivery, or anonymised, or forgotten), or asking
+    about a round that has closed since. Development's .eml files (delivery.py) go with them.
+    """
+    kept = db.conn.execute(KEPT_MAIL_SQL, {"ids": json.dumps(mail_ids)}).fetchall()
+    return set(mail_ids) - {row[0] for row in kept}
 
 
 def retention_terms(retention_days: float) -> dict[str, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from twoyes.cli.options import get_db, json_option, print_json, settings, with_app
-from twoyes.cli.privacy import client_export, client_forget
+from twoyes.cli.privacy import client_export, client_forget, coach_export, coach_forget
 from twoyes.cli.reports import coach_link
 from twoyes.errors import Invalid
 from twoyes.people import add_person, clean_booking_url, set_booking_url, set_call_name
@@ -36,7 +36,8 @@ def booking_option(role: str, help_text: str):
 
 
 PERSON_GROUPS = {
-    "coach": "Add coaches, and give them a link to their overview page.",
+    "coach": "Add coaches, give them a link to their overview page, export their data, "
+    "or forget them.",
     "client": "Add clients, export their data, or forget them.",
 }
 
@@ -116,6 +117,8 @@ def person_commands(role: str) -> click.Group:
 
 coach_group = person_commands("coach")
 coach_group.add_command(coach_link)
+coach_group.add_command(coach_export)
+coach_group.add_command(coach_forget)
 client_group = person_commands("client")
 client_group.add_command(client_export)
 client_group.add_command(client_forget)

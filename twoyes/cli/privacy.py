@@ -1,7 +1,8 @@
-"""The commands for a client's rights and the practice's copy: client export and forget, backup.
+"""The commands for people's rights and the practice's copy: export and forget, backup.
 
-`client export` answers an access request, `client forget` an erasure
-request (privacy.py); `backup` makes the online copy a restore starts from.
+`client export` and `coach export` answer an access request, `client forget`
+and `coach forget` an erasure request (privacy.py), one command for either;
+`backup` makes the online copy a restore starts from.
 """
 
 from __future__ import annotations
@@ -15,44 +16,36 @@ import click
 from twoyes.backups import backup_database, backup_into
 from twoyes.cli.options import get_db, json_option, print_json, with_app
 from twoyes.files import write_new_file
-from twoyes.privacy import export_client, forget_client
+from twoyes.privacy import (
+    export_client,
+    export_coach,
+    forget_client,
+    forget_coach,
+    refuse_active_coach,
+)
 from twoyes.times import utcnow
 
-
-@click.command(name="export")
-@click.argument("email")
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Write the JSON to this new file (readable only by you) instead of printing it.",
-)
-@click.option("--force", is_flag=True, help="Replace the --output file if it exists.")
-@with_app
-def client_export(email, output, force):
-    """Answer an access request: all about one client, as JSON.
+EXPORT_HELP = {
+    "client": """Answer an access request: all about one client, as JSON.
 
     Everything twoyes holds about them: their profile, engagements, sessions,
     decisions with notes, the mails sent to them (without links) and the log of
     their answers; nothing of anyone else.
 
     Example: python cli.py client export anna@example.org --output anna.json
-    """
-    data = export_client(get_db(), email)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    if output is None:
-        click.echo(text, nl=False)
-        return
-    write_new_file(output, text, force=force)
-    click.echo(f"Wrote everything twoyes holds about {data['client']['email']} to {output}.")
+    """,
+    "coach": """Answer a coach's access request: all about them, as JSON.
 
+    Their profile, the engagements they coach with sessions, rounds and their own
+    decisions with notes, the mails sent to them (without links) and the log of
+    their answers; nothing about their clients.
 
-@click.command(name="forget")
-@click.argument("email")
-@click.option("--yes", is_flag=True, help="Do not ask first (for scripts).")
-@json_option
-@with_app
-def client_forget(email, yes, as_json):
-    """Answer an erasure request: forget a client for good.
+    Example: python cli.py coach export bob@example.org --output bob.json
+    """,
+}
+
+FORGET_HELP = {
+    "client": """Answer an erasure request: forget a client for good.
 
     Erases their name, address, notes and mails. Their engagements, sessions and
     choices stay as anonymous counts, so reports stay true; every link of theirs
@@ -60,39 +53,98 @@ def client_forget(email, yes, as_json):
     Asks first, unless --yes.
 
     Example: python cli.py client forget anna@example.org --yes
-    """
-    db = get_db()
-    if not yes:
-        found = export_client(db, email)  # an unknown address is the first thing to hear
-        if not sys.stdin.isatty():
-            raise click.ClickException(
-                "Forgetting cannot be undone and there is no terminal to ask on; "
-                "add --yes to confirm."
-            )
-        person = found["client"]
-        active = ", ".join(str(e["id"]) for e in found["engagements"] if e["status"] == "active")
-        ending = f", ending their part in engagement(s) {active}" if active else ""
-        click.confirm(
-            f"Forget {person['name']} <{person['email']}> (client {person['id']}) for good"
-            f"{ending}?",
-            abort=True,
+    """,
+    "coach": """Answer a coach's erasure request: forget a coach for good.
+
+    Only once every engagement they coach has ended. Erases their name, address,
+    notes and mails; their engagements, sessions and rounds stay as anonymous
+    records; every link of theirs stops working at once. Asks first, unless --yes.
+
+    Example: python cli.py coach forget bob@example.org --yes
+    """,
+}
+EXPORTERS = {"client": export_client, "coach": export_coach}
+FORGETTERS = {"client": forget_client, "coach": forget_coach}
+
+
+def export_command(role: str) -> click.Command:
+    """`client export` or `coach export`: the same command for either."""
+
+    @click.command(name="export", help=EXPORT_HELP[role])
+    @click.argument("email")
+    @click.option(
+        "--output",
+        type=click.Path(dir_okay=False),
+        help="Write the JSON to this new file (readable only by you) instead of printing it.",
+    )
+    @click.option("--force", is_flag=True, help="Replace the --output file if it exists.")
+    @with_app
+    def export(email, output, force):
+        data = EXPORTERS[role](get_db(), email)
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        write_new_file(output, text, force=force)
+        click.echo(f"Wrote everything twoyes holds about {data[role]['email']} to {output}.")
+
+    return export
+
+
+def forget_command(role: str) -> click.Command:
+    """`client forget` or `coach forget`: the same command for either."""
+
+    @click.command(name="forget", help=FORGET_HELP[role])
+    @click.argument("email")
+    @click.option("--yes", is_flag=True, help="Do not ask first (for scripts).")
+    @json_option
+    @with_app
+    def forget(email, yes, as_json):
+        db = get_db()
+        if not yes:
+            confirm_forgetting(db, role, email)
+        result = FORGETTERS[role](db, email, utcnow())
+        if as_json:
+            print_json(result)
+            return
+        click.echo(
+            f"Forgot {role} {result[f'{role}_id']}: name, address and "
+            f"{result['notes_erased']} note(s) erased, {result['mails_erased']} mail(s) blanked, "
+            f"{result['links_stopped']} link(s) stopped."
         )
-    result = forget_client(db, email, utcnow())
-    if as_json:
-        print_json(result)
-        return
-    click.echo(
-        f"Forgot client {result['client_id']}: name, address and {result['notes_erased']} "
-        f"note(s) erased, {result['mails_erased']} mail(s) blanked, "
-        f"{result['links_stopped']} link(s) stopped."
+        if result.get("engagements_left"):
+            left = ", ".join(map(str, result["engagements_left"]))
+            click.echo(f"They no longer take part in engagement(s) {left}.")
+        click.echo(
+            "Keep a note of this request (date and address) outside twoyes: after restoring an "
+            "older backup, forget them again."
+        )
+
+    return forget
+
+
+def confirm_forgetting(db, role: str, email: str) -> None:
+    """Ask on the terminal, after the refusals a wrong address or an active coach get."""
+    found = EXPORTERS[role](db, email)  # an unknown address is the first thing to hear
+    person = found[role]
+    if role == "coach":
+        refuse_active_coach(db, person)
+    if not sys.stdin.isatty():
+        raise click.ClickException(
+            "Forgetting cannot be undone and there is no terminal to ask on; add --yes to confirm."
+        )
+    active = ", ".join(str(e["id"]) for e in found["engagements"] if e["status"] == "active")
+    ending = f", ending their part in engagement(s) {active}" if active else ""
+    click.confirm(
+        f"Forget {person['name']} <{person['email']}> ({role} {person['id']}) for good{ending}?",
+        abort=True,
     )
-    if result["engagements_left"]:
-        left = ", ".join(map(str, result["engagements_left"]))
-        click.echo(f"They no longer take part in engagement(s) {left}.")
-    click.echo(
-        "Keep a note of this request (date and address) outside twoyes: after restoring an "
-        "older backup, forget them again."
-    )
+
+
+client_export = export_command("client")
+client_forget = forget_command("client")
+coach_export = export_command("coach")
+coach_forget = forget_command("coach")
 
 
 @click.command()

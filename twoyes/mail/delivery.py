@@ -10,7 +10,10 @@ marked sent only once the server accepted it.
 With no MAIL_SERVER, where mail goes depends on BASE_URL. On a loopback
 address (development), each mail is written to instance/mail/ as an .eml
 file and its links are printed, so a newcomer can click through on one
-machine. On any other address nothing is delivered and nothing is claimed:
+machine. Every run removes the files whose mail is spent (retention.py): a
+decision or reminder mail's once its round closed, every one once its mail
+was blanked, so no file keeps a link or a name longer than the database does.
+On any other address nothing is delivered and nothing is claimed:
 the mail stays queued, untried, until a mail server is set, and the report
 says so, because a production instance that writes its clients' mail to
 files loses it without a word.
@@ -37,6 +40,7 @@ from flask import current_app, render_template
 from flask_babel import force_locale, get_translations
 from jinja2 import TemplateError
 
+from twoyes.db import transaction
 from twoyes.mail.mime import (
     address_header,
     header,
@@ -45,9 +49,17 @@ from twoyes.mail.mime import (
     subject_header,
 )
 from twoyes.mail.wording import bound_gettext, calendar_of, subject_for
-from twoyes.outbox import claim_due_mail, count_waiting, mark_failed_attempt, mark_sent
+from twoyes.outbox import (
+    claim_due_mail,
+    count_waiting,
+    mark_failed_attempt,
+    mark_handed,
+    mark_sent,
+)
 from twoyes.people import ascii_address
+from twoyes.retention import find_spent_mail
 from twoyes.settings import Settings
+from twoyes.tokens import open_links
 
 
 @dataclass
@@ -146,18 +158,29 @@ class Writer:
         self.base_url = settings.base_url
         # Where a reply to a mail with links goes when the practice reads replies (replies.py).
         self.inbound = parseaddr(settings.inbound_address or "")[1] or None
+        self.secret_key = settings.secret_key
+
+    @staticmethod
+    def tokens_of(mail: dict) -> dict[str, str]:
+        """The raw tokens of a mail's links (made by tokens.open_links), and those of mail
+        queued before version 6, which kept them raw in its context."""
+        context = mail["context"]
+        queued_raw = {key: value for key, value in context.items() if key.endswith("_token")}
+        return queued_raw | mail.get("tokens", {})
 
     def links_of(self, mail: dict) -> dict[str, str]:
         """The links a mail carries, built from its tokens and BASE_URL."""
-        context = mail["context"]
+        tokens = self.tokens_of(mail)
         links = {}
-        if context.get("decide_token"):
-            token = context["decide_token"]
+        if tokens.get("decide_token"):
+            token = tokens["decide_token"]
             links["continue"] = f"{self.base_url}/d/{token}/continue"
             links["stop"] = f"{self.base_url}/d/{token}/stop"
             links["page"] = f"{self.base_url}/d/{token}"
-        if context.get("welcome_back_token"):
-            links["welcome_back"] = f"{self.base_url}/b/{context['welcome_back_token']}"
+        if tokens.get("welcome_back_token"):
+            links["welcome_back"] = f"{self.base_url}/b/{tokens['welcome_back_token']}"
+        if tokens.get("coach_view_token"):
+            links["overview"] = f"{self.base_url}/c/{tokens['coach_view_token']}"
         return links
 
     def write(self, mail: dict, gettexts: dict) -> Message:
@@ -167,13 +190,18 @@ class Writer:
         ValueError (or a subclass) when a header cannot be written, e.g. CR/LF in a name.
         """
         context = mail["context"]
-        values = context | {
-            "links": self.links_of(mail),
-            "kind": mail["kind"],
-            "facts": context,
-            "answer_by_reply": bool(self.inbound and context.get("decide_token")),
-            **gettexts,  # what the templates' _() and {% trans %} call
-        }
+        tokens = self.tokens_of(mail)
+        values = (
+            context
+            | tokens
+            | {
+                "links": self.links_of(mail),
+                "kind": mail["kind"],
+                "facts": context,
+                "answer_by_reply": bool(self.inbound and tokens.get("decide_token")),
+                **gettexts,  # what the templates' _() and {% trans %} call
+            }
+        )
         subject = subject_for(mail["kind"], context)
         text = render_template(f"mail/{mail['kind']}.txt", **values)
         # Mail clients (Gmail, Outlook) drop <style>: every rule goes onto its element.
@@ -223,6 +251,7 @@ def deliver_due_mail(
     """
     settings = current_app.extensions["twoyes"]
     report = DeliveryReport()
+    remove_spent_files(db, Path(settings.instance_path) / "mail")
     if settings.mail_server:
         _deliver_over_smtp(db, now, report, settings)
     elif lacks_mail_server(settings):
@@ -257,6 +286,19 @@ def _deliver_to_files(db, now, report, settings: Settings, echo) -> None:
                 echo(f"  {name}: {url}")
 
 
+def remove_spent_files(db: sqlite_utils.Database, folder: Path) -> None:
+    """Remove development's .eml files of mails that are spent (retention.find_spent_mail),
+    and of mails a database started afresh never sent; any other file stays."""
+    files: dict[int, list[Path]] = {}
+    for path in folder.glob("*.eml") if folder.is_dir() else ():
+        number = path.name.partition("-")[0]
+        if number.isdigit():
+            files.setdefault(int(number), []).append(path)
+    for mail_id in find_spent_mail(db, list(files)):
+        for path in files[mail_id]:
+            path.unlink(missing_ok=True)
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write a file only its owner can read (0600), replacing any file of that name.
 
@@ -283,13 +325,15 @@ def _deliver_over_smtp(db, now, report, settings: Settings) -> None:
     try:
         connection = Connection(settings)
     except (OSError, smtplib.SMTPException) as error:
-        _give_back(db, batch, now, report, f"could not reach the mail server: {error}")
+        error_text = f"could not reach the mail server: {error}"
+        _give_back(db, batch, now, report, error_text, unreached=True)
         return
     try:
         while batch:
             written = write_batch(db, batch, now, report, writer)
             for position, (mail, message) in enumerate(written):
                 try:
+                    mark_handed(db, mail, now)
                     connection.send(message)
                 except smtplib.SMTPRecipientsRefused as error:
                     code, answer = next(iter(error.recipients.values()))
@@ -325,7 +369,10 @@ def write_batch(db, batch, now, report, writer: Writer) -> list[tuple[dict, Mess
 
     The language is set once for all the batch's mails in it, not once a mail. A mail that
     cannot be written fails for good: it must not hold up the others in every later run.
+    The links' tokens are made here, from SECRET_KEY, and open from now on.
     """
+    with transaction(db):
+        open_links(db, batch, writer.secret_key)
     written = {}
     for lang in sorted({mail["lang"] for mail in batch}):
         with force_locale(lang):
@@ -341,8 +388,8 @@ def write_batch(db, batch, now, report, writer: Writer) -> list[tuple[dict, Mess
     return [(mail, written[mail["id"]]) for mail in batch if mail["id"] in written]
 
 
-def _failed(db, mail, now, report, error: str, *, permanent: bool = False) -> None:
-    status = mark_failed_attempt(db, mail, now, error, permanent=permanent)
+def _failed(db, mail, now, report, error: str, **how: bool) -> None:
+    status = mark_failed_attempt(db, mail, now, error, **how)
     if status == "failed":
         report.failed += 1
         report.errors.append(f"mail {mail['id']} to {mail['to_email']} failed for good: {error}")
@@ -351,6 +398,6 @@ def _failed(db, mail, now, report, error: str, *, permanent: bool = False) -> No
         report.errors.append(f"mail {mail['id']} to {mail['to_email']} will be retried: {error}")
 
 
-def _give_back(db, mails, now, report, error: str) -> None:
+def _give_back(db, mails, now, report, error: str, *, unreached: bool = False) -> None:
     for mail in mails:
-        _failed(db, mail, now, report, error)
+        _failed(db, mail, now, report, error, unreached=unreached)

@@ -369,15 +369,9 @@ def _outcome_lines(context: dict) -> list[str]:
                 )
             ]
         if group:
+            # Never how many chose what: in a group of two that would tell each the other's.
             return [
-                ngettext(
-                    "The group goes on: %(num)s of %(total)s members chose to continue, "
-                    "and so did %(coach_name)s.",
-                    "The group goes on: %(num)s of %(total)s members chose to continue, "
-                    "and so did %(coach_name)s.",
-                    continuing,
-                    **names,
-                ),
+                gettext("The group goes on."),
                 gettext("%(coach_name)s will let you know when the next session is.", **names),
             ]
         return [
