@@ -88,8 +88,7 @@ def generate(path: Path, engagements: int, *, overdue: bool, tokens_file: Path |
             yield (nonce, hashlib.sha256(raw.encode()).hexdigest(), "decide", decision_id, at)
 
     conn.executemany(
-        "INSERT INTO tokens (nonce, hash, purpose, decision_id, created_at)"
-        " VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO tokens (nonce, hash, purpose, decision_id, created_at) VALUES (?, ?, ?, ?, ?)",
         token_rows(),
     )
     conn.execute("COMMIT")
