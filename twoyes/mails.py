@@ -32,12 +32,38 @@ def queue_decision_mail(
 ) -> int:
     """R1/R9: a party's mail with its own Continue and Stop links (fresh ones each time);
     a reply to it answers for that party (threads.py)."""
-    mail_id = queue_mail(
+    facts = {
+        "title": party["title"],
+        "first_session": party["earlier_rounds"] == 0,
+        "client_names": party["client_names"] if party["role"] == "coach" else None,
+        "session_at": party["session_at"],
+        "deadline_at": party["deadline_at"],
+        "decide_nonce": new_decision_link(db, party["id"], now),
+    }
+    mail_id = queue_party_mail(
+        db, kind, party, now, facts | _overview_link(db, party, now), reply_to=_reply_to(party)
+    )
+    remember_thread(db, mail_id, party["id"], now)
+    return mail_id
+
+
+def queue_party_mail(
+    db: sqlite_utils.Database,
+    kind: str,
+    party: dict,
+    now: datetime,
+    facts: dict,
+    *,
+    reply_to: tuple[str, str],
+) -> int:
+    """A mail to a party of a round (a round_parties row), in their language: who they are
+    and who their coach is, and the mail's own `facts`."""
+    return queue_mail(
         db,
         kind,
         now,
         to=(party["name"], party["email"]),
-        reply_to=_reply_to(party),
+        reply_to=reply_to,
         lang=party["lang"],
         engagement_id=party["engagement_id"],
         context={
@@ -45,18 +71,10 @@ def queue_decision_mail(
             "name": party["name"],
             "call_name": party["call_name"],
             "coach_name": party["coach_name"],
-            "title": party["title"],
             "group": party["kind"] == "group",
-            "first_session": party["earlier_rounds"] == 0,
-            "client_names": party["client_names"] if party["role"] == "coach" else None,
-            "session_at": party["session_at"],
-            "deadline_at": party["deadline_at"],
-            "decide_nonce": new_decision_link(db, party["id"], now),
         }
-        | _overview_link(db, party, now),
+        | facts,
     )
-    remember_thread(db, mail_id, party["id"], now)
-    return mail_id
 
 
 def queue_outcome_mails(db: sqlite_utils.Database, now: datetime) -> None:

@@ -42,6 +42,7 @@ from mailparser_reply import EmailReplyParser
 from twoyes.db import transaction
 from twoyes.errors import N_, TwoyesError
 from twoyes.events import log_event
+from twoyes.mails import queue_party_mail
 from twoyes.outbox import queue_mail
 from twoyes.rounds import record_decision
 from twoyes.settings import Settings
@@ -395,23 +396,8 @@ def _forward(
 
 def _queue_party_mail(db, kind: str, party: dict, now: datetime, facts: dict) -> int:
     """A mail about their reply to the party, in their language; replies to it reach the coach."""
-    return queue_mail(
-        db,
-        kind,
-        now,
-        to=(party["name"], party["email"]),
-        reply_to=(party["coach_name"], party["coach_email"]),
-        lang=party["lang"],
-        engagement_id=party["engagement_id"],
-        context={
-            "role": party["role"],
-            "name": party["name"],
-            "call_name": party["call_name"],
-            "coach_name": party["coach_name"],
-            "group": party["kind"] == "group",
-        }
-        | facts,
-    )
+    coach = (party["coach_name"], party["coach_email"])
+    return queue_party_mail(db, kind, party, now, facts, reply_to=coach)
 
 
 def _queue_unclear(db, party: dict, now: datetime, *, forwarded: bool) -> None:
