@@ -35,6 +35,14 @@ def smtp():
         yield inbox
 
 
+@pytest.fixture(scope="module")
+def inbox():
+    """The same real SMTP server as `smtp`, kept for a whole module: for the browser tests,
+    which serve one practice to Chromium for all their tests."""
+    with serve_smtp(Inbox()) as inbox:
+        yield inbox
+
+
 @pytest.fixture
 def settings(tmp_path, smtp):
     """The app's settings for one test: its own database file and the test SMTP server."""

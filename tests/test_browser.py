@@ -44,19 +44,12 @@ from browser import (
     words,
 )
 from playwright.sync_api import Browser, Locator, Page
-from support import Inbox, html_of, links_in, serve_smtp, text_of
+from support import Inbox, html_of, links_in, text_of
 
 from twoyes.labels import REASON_LABELS
 from twoyes.rules import REASONS
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def inbox() -> Iterator[Inbox]:
-    """The same real SMTP server as conftest's `smtp`, kept for the module like the app."""
-    with serve_smtp(Inbox()) as inbox:
-        yield inbox
 
 
 @pytest.fixture(scope="module")

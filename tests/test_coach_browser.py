@@ -31,7 +31,7 @@ from browser import (
     words,
 )
 from playwright.sync_api import Browser, Page
-from support import Inbox, links_in, serve_smtp, text_of
+from support import Inbox, links_in, text_of
 
 pytestmark = pytest.mark.slow
 
@@ -44,12 +44,6 @@ UNLABELLED_JS = """() => Array.from(document.querySelectorAll(
   .filter((c) => c.checkVisibility() && !(c.labels && c.labels.length)
                  && !c.textContent.trim() && !c.getAttribute("aria-label"))
   .map((c) => c.outerHTML)"""
-
-
-@pytest.fixture(scope="module")
-def inbox() -> Iterator[Inbox]:
-    with serve_smtp(Inbox()) as inbox:
-        yield inbox
 
 
 @pytest.fixture(scope="module")
