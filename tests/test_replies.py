@@ -76,6 +76,14 @@ def queued(db, kind: str) -> list[dict]:
 # --- the decision mail ------------------------------------------------------------------------
 
 
+def the_one_mail(app, db, smtp, address: str, at=T0 + timedelta(hours=2)):
+    """The one mail the next delivery (at `at`) brings to `address`."""
+    smtp.clear()
+    deliver(app, db, at)
+    (mail,) = smtp.to(address)
+    return mail
+
+
 def test_decision_mail_invites_a_reply_and_is_marked_as_a_machines(app, db, smtp, held):
     mail = decision_mail(app, db, smtp, "anna@example.org")
 
@@ -126,9 +134,7 @@ def test_gmail_yes_on_the_first_line_records_continue_and_confirms(app, db, smtp
     (confirmation,) = queued(db, "reply_recorded")
     assert confirmation["to_email"] == "anna@example.org"
     assert not queued(db, "reply_forward")  # "Yes!" says nothing more for the coach
-    smtp.clear()
-    deliver(app, db, T0 + timedelta(hours=2))
-    (sent,) = smtp.to("anna@example.org")
+    sent = the_one_mail(app, db, smtp, "anna@example.org")
     assert sent["Subject"] == "Your answer is recorded"
     assert "We recorded your answer: another session would be useful." in text_of(sent)
 
@@ -177,9 +183,7 @@ def test_apple_mail_in_dutch_records_doorgaan(app, db, smtp):
 
     assert result["outcome"] == "recorded"
     assert choice_of(db, round_id, "daan@example.org") == "continue"
-    smtp.clear()
-    deliver(app, db, T0 + timedelta(hours=2))
-    (sent,) = smtp.to("daan@example.org")
+    sent = the_one_mail(app, db, smtp, "daan@example.org")
     assert sent["Subject"] == "Je keuze is vastgelegd"
     assert "We hebben je keuze vastgelegd: nog een sessie is nuttig." in text_of(sent)
 
@@ -218,9 +222,7 @@ def test_an_answer_with_more_to_say_is_recorded_and_the_rest_reaches_the_coach(a
     assert handle(app, db, reply(mail, written))["outcome"] == "recorded"
 
     assert choice_of(db, held, "anna@example.org") == "continue"
-    smtp.clear()
-    deliver(app, db, T0 + timedelta(hours=2))
-    (forward,) = smtp.to("bob@example.org")
+    forward = the_one_mail(app, db, smtp, "bob@example.org")
     assert "and their answer was recorded" in text_of(forward)
     assert "I will bring the report" in text_of(forward)
     assert forward["Reply-To"].addresses[0].addr_spec == "anna@example.org"
@@ -239,9 +241,7 @@ def test_a_reply_to_the_reminder_counts(app, db, smtp, held):
     decision_mail(app, db, smtp, "anna@example.org")
     reminder_at = T0 + 5 * DAY + timedelta(minutes=1)
     send_reminders(db, reminder_at)
-    smtp.clear()
-    deliver(app, db, reminder_at)
-    (reminder,) = smtp.to("anna@example.org")
+    reminder = the_one_mail(app, db, smtp, "anna@example.org", reminder_at)
     assert reminder["Subject"] == "A reminder: another session?"
 
     result = handle(app, db, reply(reminder, "no"), reminder_at + timedelta(hours=1))
@@ -274,9 +274,7 @@ def test_an_unclear_reply_gets_the_links_again_and_reaches_the_coach(app, db, sm
 
     assert result["outcome"] == "unclear"
     assert choice_of(db, held, "anna@example.org") is None
-    smtp.clear()
-    deliver(app, db, T0 + timedelta(hours=2))
-    (again,) = smtp.to("anna@example.org")
+    again = the_one_mail(app, db, smtp, "anna@example.org")
     assert again["Subject"] == "We could not read your answer"
     assert "nothing was recorded yet" in text_of(again)
     assert "We passed your message on to Bob Coach." in text_of(again)
@@ -347,9 +345,7 @@ def test_a_reply_from_another_address_is_forwarded_to_the_practice(app, db, smtp
 
     assert result["outcome"] == "unmatched"
     assert choice_of(db, held, "anna@example.org") is None
-    smtp.clear()
-    deliver(app, db, T0 + timedelta(hours=2))
-    (forward,) = smtp.to("practice@example.org")
+    forward = the_one_mail(app, db, smtp, "practice@example.org")
     assert forward["Subject"] == "A reply from Carl Client"
     assert "A mail from carl@example.org reached the mailbox for replies" in text_of(forward)
     assert not smtp.to("carl@example.org")
@@ -382,9 +378,7 @@ def test_a_reply_after_the_deadline_records_nothing_and_says_so(app, db, smtp, h
 
     assert result["outcome"] == "refused"
     assert choice_of(db, held, "anna@example.org") is None
-    smtp.clear()
-    deliver(app, db, late)
-    (told,) = smtp.to("anna@example.org")
+    told = the_one_mail(app, db, smtp, "anna@example.org", late)
     assert "The deadline for this round has passed" in text_of(told)
 
 
