@@ -81,7 +81,14 @@ def deliver_now(app, db):
     return deliver(app, db, now_real() + timedelta(minutes=1))
 
 
-def decide_on_the_web(client, token: str, ip: str, agent: str, **fields) -> None:
+# Where each client's answers come from: their address and their browser.
+BROWSERS = {ANNA: (ANNA_IP, ANNA_AGENT), CARL: (CARL_IP, CARL_AGENT)}
+
+
+def decide_on_the_web(client, smtp, who: str, **fields) -> None:
+    """`who` opens their latest mail's link in their browser and sends the form."""
+    token = latest_token(smtp, who)
+    ip, agent = BROWSERS[who]
     page = client.get(f"/d/{token}")
     assert page.status_code == 200
     served = re.search(r'name="served" value="([^"]+)"', page.text).group(1)
@@ -165,9 +172,8 @@ def history(app, db, client, smtp, people):
     deliver(app, db)
     decide_on_the_web(
         client,
-        latest_token(smtp, ANNA),
-        ANNA_IP,
-        ANNA_AGENT,
+        smtp,
+        ANNA,
         choice="continue",
         usefulness=8,
         note="ANNA-NOTE-ONE about my manager Marit",
@@ -177,15 +183,7 @@ def history(app, db, client, smtp, people):
 
     _, second = record_session_done(db, solo, now_real(), POLICY)
     deliver_now(app, db)
-    decide_on_the_web(
-        client,
-        latest_token(smtp, ANNA),
-        ANNA_IP,
-        ANNA_AGENT,
-        choice="stop",
-        reason="on_my_own",
-        note="ANNA-NOTE-TWO",
-    )
+    decide_on_the_web(client, smtp, ANNA, choice="stop", reason="on_my_own", note="ANNA-NOTE-TWO")
     deliver_now(app, db)
     back = latest_token(smtp, ANNA, "b")
     page = client.get(f"/b/{back}")
@@ -202,22 +200,8 @@ def history(app, db, client, smtp, people):
     group = start_engagement(db, BOB, [ANNA, CARL], T0, title="Team days")
     _, third = record_session_done(db, group, now_real(), POLICY)
     deliver_now(app, db)
-    decide_on_the_web(
-        client,
-        latest_token(smtp, ANNA),
-        ANNA_IP,
-        ANNA_AGENT,
-        choice="continue",
-        note="ANNA-GROUP-NOTE",
-    )
-    decide_on_the_web(
-        client,
-        latest_token(smtp, CARL),
-        CARL_IP,
-        CARL_AGENT,
-        choice="continue",
-        note="CARL-NOTE-SECRET",
-    )
+    decide_on_the_web(client, smtp, ANNA, choice="continue", note="ANNA-GROUP-NOTE")
+    decide_on_the_web(client, smtp, CARL, choice="continue", note="CARL-NOTE-SECRET")
     decide(
         db,
         third,
@@ -393,14 +377,7 @@ def test_forget_a_client_in_the_middle_of_things(app, run, db, client, smtp, peo
     deliver(app, db)
     anna_links = tokens_mailed_to(smtp, ANNA)
     carl_token = latest_token(smtp, CARL)
-    decide_on_the_web(
-        client,
-        latest_token(smtp, ANNA),
-        ANNA_IP,
-        ANNA_AGENT,
-        choice="continue",
-        note="ANNA-NOTE-ONE",
-    )
+    decide_on_the_web(client, smtp, ANNA, choice="continue", note="ANNA-NOTE-ONE")
     # Reminders wait in the outbox, hers with fresh links, Bob's naming her.
     assert send_reminders(db, T0 + timedelta(days=5, minutes=1)) == 4
     waiting_for_her = db.conn.execute(
@@ -453,10 +430,8 @@ def test_forget_takes_her_low_rating_out_of_the_coachs_waiting_mail(
     group = start_engagement(db, BOB, [ANNA, CARL], T0, title="Group")
     _, round_id = record_session_done(db, group, T0, POLICY)
     deliver(app, db)
-    for who, ip, agent in ((ANNA, ANNA_IP, ANNA_AGENT), (CARL, CARL_IP, CARL_AGENT)):
-        decide_on_the_web(
-            client, latest_token(smtp, who), ip, agent, choice="continue", usefulness=2
-        )
+    for who in (ANNA, CARL):
+        decide_on_the_web(client, smtp, who, choice="continue", usefulness=2)
     ok(run, "decide", str(round_id), "--choice", "continue")
     waiting = db.conn.execute(
         "SELECT context FROM outbox WHERE to_email = ? AND kind = 'outcome'", [BOB]
