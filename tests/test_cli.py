@@ -1209,6 +1209,7 @@ def test_every_group_has_help(run, path):
     assert summary and not summary.startswith("Options:")
 
 
+@pytest.mark.slow
 def test_python_cli_py_just_works():
     result = subprocess.run(
         [sys.executable, "cli.py", "--help"],

@@ -173,6 +173,7 @@ def test_a_mail_the_server_did_not_accept_keeps_its_links_and_is_not_sent(
 # --- attempts, and mail killed in flight (issue 16) -----------------------------------------
 
 
+@pytest.mark.slow
 def test_a_mail_killed_in_flight_is_tried_again_by_the_next_run_and_counts_only_if_handed(
     app, db, settings, engagement, smtp
 ):

@@ -37,6 +37,9 @@ from support import (
 from twoyes.cli import cli
 from twoyes.sessions import record_session_done
 
+# A real dovecot serves each test.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def mailbox(tmp_path):

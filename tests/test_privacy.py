@@ -488,6 +488,7 @@ def answer_in_a_terminal(answer: str) -> tuple[int, str]:
     return process.wait(timeout=60), output.decode(errors="replace")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("answer", "forgotten"), [("n", False), ("y", True)])
 def test_forget_asks_first_in_a_terminal(env, db, history, answer, forgotten):
     before = dump(db)

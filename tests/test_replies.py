@@ -512,6 +512,7 @@ def test_imap_settings_need_an_address_and_a_login(tmp_path):
         load_settings(base | {"INBOUND_ADDRESS": "not an address"}, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_tick_without_an_inbound_mailbox_loads_no_imap(settings):
     """An idle tick stays as light as before: without INBOUND_IMAP_HOST no IMAP code loads."""
     code = (

@@ -20,6 +20,9 @@ from support import ROOT, cli_env
 
 from twoyes import db as database
 
+# Each test runs close-undecided as a process and reads it while it runs.
+pytestmark = pytest.mark.slow
+
 ROUNDS = 1_000
 BATCH = 200
 

@@ -12,11 +12,15 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from support import POLICY, ROOT, T0, cli_env, free_port, iso
 
 from twoyes.coach_view import mail_coach_link
 from twoyes.rounds import close_overdue_rounds
 from twoyes.sessions import record_session_done
+
+# gunicorn and `cli.py send` as real processes.
+pytestmark = pytest.mark.slow
 
 TOKEN_IN_LINK = re.compile(r"https?://[^\s\"<>]+?/(?:d|b|c)/([A-Za-z0-9_-]{43})")
 
