@@ -11,16 +11,16 @@ import io
 import shutil
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-
-from rich import box
-from rich.console import Console
-from rich.padding import Padding
-from rich.table import Table
-from rich.text import Text
 
 from twoyes.labels import REPORT_ENDING_LABELS
 from twoyes.times import format_local
+
+if TYPE_CHECKING:  # rich is loaded by `status` alone: other commands, tick too, need none of it
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 PLAIN_WIDTH = 100
 
@@ -37,6 +37,10 @@ def render_status(
     """The parts of `status` as text: open rounds, drifting engagements, failed mail and
     mail that waits (with `config_file`, where a missing mail server is set); a line for
     each part that is empty."""
+    from rich.console import Console
+    from rich.padding import Padding
+    from rich.text import Text
+
     width = shutil.get_terminal_size((PLAIN_WIDTH, 24)).columns if tty else PLAIN_WIDTH
     console = Console(
         file=io.StringIO(), width=width, force_terminal=tty, no_color=not tty, highlight=False
@@ -189,6 +193,10 @@ def local(moment: datetime | str, zone: ZoneInfo, *, with_time: bool = True) -> 
 
 def _table(console: Console, title: str, headers: tuple[str, ...]) -> Table:
     """A table under its own heading (a table's title would wrap at the table's width)."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     console.print(Text(title, style="bold"))
     table = Table(box=box.SIMPLE_HEAD)
     for header in headers:
@@ -197,6 +205,8 @@ def _table(console: Console, title: str, headers: tuple[str, ...]) -> Table:
 
 
 def _engagement(row: dict, *, with_coach: bool) -> Text:
+    from rich.text import Text
+
     name = f"{row['engagement_id']}"
     if row["title"]:
         name += f" {row['title']}"
