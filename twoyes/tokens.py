@@ -22,7 +22,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
+import os
 import re
 import secrets
 from collections.abc import Iterable
@@ -52,10 +54,19 @@ def link_token(secret_key: str, nonce: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
+# This process's nonces: a random key of its own (made again after a fork, so gunicorn's
+# workers never share one), then counting up.
+_sequence = {"pid": None, "key": "", "count": itertools.count()}
+
+
 def new_nonce(now: datetime) -> str:
-    """A row's id: in time order, so a sweep's thousands of links go to the end of the
-    table's key, not to random places in it; random after that, so it is unique."""
-    return f"{now:%Y%m%d%H%M%S}{secrets.token_hex(10)}"
+    """A row's id, unique (not secret: the token is an HMAC of it). The time, this process's
+    key, then its count: a sweep's thousands of links go to one place at the end of the
+    table's key and of the hash index, never to random places in them, so a sweep of a
+    million rounds writes no more pages a link than one of a hundred thousand."""
+    if _sequence["pid"] != os.getpid():
+        _sequence.update(pid=os.getpid(), key=secrets.token_hex(8), count=itertools.count())
+    return f"{now:%Y%m%d%H%M%S}{_sequence['key']}{next(_sequence['count']):012d}"
 
 
 INSERT_INTO_TOKENS = (
