@@ -168,9 +168,8 @@ class Writer:
         queued_raw = {key: value for key, value in context.items() if key.endswith("_token")}
         return queued_raw | mail.get("tokens", {})
 
-    def links_of(self, mail: dict) -> dict[str, str]:
-        """The links a mail carries, built from its tokens and BASE_URL."""
-        tokens = self.tokens_of(mail)
+    def links_of(self, tokens: dict[str, str]) -> dict[str, str]:
+        """The links a mail carries, built from its tokens (tokens_of) and BASE_URL."""
         links = {}
         if tokens.get("decide_token"):
             token = tokens["decide_token"]
@@ -195,7 +194,7 @@ class Writer:
             context
             | tokens
             | {
-                "links": self.links_of(mail),
+                "links": self.links_of(tokens),
                 "kind": mail["kind"],
                 "facts": context,
                 "answer_by_reply": bool(self.inbound and tokens.get("decide_token")),
@@ -276,7 +275,7 @@ def _deliver_to_files(db, now, report, settings: Settings, echo) -> None:
         for mail, message in write_batch(db, batch, now, report, writer):
             path = folder / f"{mail['id']:06d}-{mail['kind']}.eml"
             write_private(path, message.data)
-            links = writer.links_of(mail)  # before mark_sent wipes the tokens
+            links = writer.links_of(writer.tokens_of(mail))  # before mark_sent wipes them
             # Marked first: a reader who closes our stdout (| head) must not leave it 'sending'.
             mark_sent(db, mail, now)
             report.sent += 1
